@@ -1,0 +1,2 @@
+"""Legacy session files: materialize ``sessions/<name>.jsonl`` + ``<name>.index.json``
+byte for byte, and import existing ones."""

@@ -1,0 +1,126 @@
+"""The in-memory catalog: per stream, where its records are.
+
+A stream's events live in *runs*: for each sealed segment, a slice of that
+segment's mapped index columns; for the active segment, two growing arrays.
+Nothing here is one Python object per event or per record of a sealed
+segment.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from .errors import InvalidNameError
+
+if TYPE_CHECKING:
+    from .segment import LogSegment
+
+MAX_NAME_BYTES = 255
+
+
+def check_stream_name(name: object) -> bytes:
+    """Validate a stream name and return its UTF-8 bytes."""
+    if not isinstance(name, str):
+        raise InvalidNameError(f"stream name must be a str, not {type(name).__name__}")
+    if not name:
+        raise InvalidNameError("stream name must not be empty")
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidNameError(f"stream name {name!r} is not valid Unicode text") from None
+    if len(raw) > MAX_NAME_BYTES:
+        raise InvalidNameError(f"stream name is {len(raw)} bytes; the limit is {MAX_NAME_BYTES}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise InvalidNameError(f"stream name {name!r} contains a control character")
+    return raw
+
+
+class Run(NamedTuple):
+    """A stream's records in one sealed segment: ``seqs[lo:hi]`` and ``offs[lo:hi]``."""
+
+    segment: LogSegment
+    keys: Sequence[int]
+    offs: Sequence[int]
+    lo: int
+    hi: int
+
+
+class StreamState:
+    __slots__ = (
+        "id", "name", "next_seq", "nbytes",
+        "runs", "run_starts", "blob_runs",
+        "act_seqs", "act_offs", "act_blobs",
+    )
+
+    def __init__(self, stream_id: int, name: str) -> None:
+        self.id = stream_id
+        self.name = name
+        self.next_seq = 0
+        self.nbytes = 0
+        self.runs: list[Run] = []
+        self.run_starts: array[int] = array("q")
+        self.blob_runs: list[Run] = []
+        self.act_seqs: array[int] = array("q")
+        self.act_offs: array[int] = array("q")
+        self.act_blobs: dict[int, list[int]] = {}
+
+    def add_sealed(self, segment: LogSegment, ev_seqs: Sequence[int], ev_offs: Sequence[int],
+                   ev_lo: int, ev_n: int, bl_keys: Sequence[int], bl_offs: Sequence[int],
+                   bl_lo: int, bl_n: int, next_seq: int, nbytes: int) -> None:
+        if ev_n:
+            self.runs.append(Run(segment, ev_seqs, ev_offs, ev_lo, ev_lo + ev_n))
+            self.run_starts.append(ev_seqs[ev_lo])
+            self.next_seq = next_seq
+        if bl_n:
+            self.blob_runs.append(Run(segment, bl_keys, bl_offs, bl_lo, bl_lo + bl_n))
+        self.nbytes += nbytes
+
+    def clear_active(self) -> None:
+        self.act_seqs = array("q")
+        self.act_offs = array("q")
+        self.act_blobs = {}
+
+    def locate(self, seq: int, active: LogSegment) -> tuple[LogSegment, int]:
+        """The segment and record offset holding event ``seq`` (0 <= seq < next_seq)."""
+        acts = self.act_seqs
+        if acts and seq >= acts[0]:
+            return active, self.act_offs[bisect_right(acts, seq) - 1]
+        run = self.runs[bisect_right(self.run_starts, seq) - 1]
+        return run.segment, run.offs[bisect_right(run.keys, seq, run.lo, run.hi) - 1]
+
+    def locations_from(self, seq: int, active: LogSegment) -> Iterator[tuple[LogSegment, int]]:
+        """Record locations in seq order, starting with the record holding ``seq``."""
+        acts = self.act_seqs
+        if not acts or seq < acts[0]:
+            r = bisect_right(self.run_starts, seq) - 1
+            runs = list(self.runs)
+            for i in range(max(r, 0), len(runs)):
+                run = runs[i]
+                j = bisect_right(run.keys, seq, run.lo, run.hi) - 1 if i == r else run.lo
+                for k in range(max(j, run.lo), run.hi):
+                    yield run.segment, run.offs[k]
+            start = 0
+        else:
+            start = bisect_right(acts, seq) - 1
+        offs = self.act_offs
+        for k in range(start, len(offs)):
+            yield active, offs[k]
+
+    def blob_candidates(self, key_hash: int, active: LogSegment) -> Iterator[tuple[LogSegment, int]]:
+        """Locations of blob records with this key hash, newest first."""
+        for off in reversed(self.act_blobs.get(key_hash, ())):
+            yield active, off
+        for run in reversed(self.blob_runs):
+            j = bisect_right(run.keys, key_hash, run.lo, run.hi) - 1
+            while j >= run.lo and run.keys[j] == key_hash:
+                yield run.segment, run.offs[j]
+                j -= 1
+
+    def blob_hashes(self) -> set[int]:
+        hashes = set(self.act_blobs)
+        for run in self.blob_runs:
+            hashes.update(run.keys[run.lo : run.hi])
+        return hashes

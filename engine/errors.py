@@ -1,0 +1,69 @@
+"""The one exception hierarchy of seglog.
+
+Every error the library raises on purpose derives from :class:`SeglogError`.
+Errors about bad arguments also derive from :class:`ValueError`, lookups that
+find nothing also derive from :class:`LookupError`, so callers may catch either
+the seglog class or the builtin one.
+"""
+
+from __future__ import annotations
+
+
+class SeglogError(Exception):
+    """Base class of every error raised by seglog."""
+
+
+class StoreClosedError(SeglogError):
+    """The store (or session layer object) was used after close()."""
+
+
+class StoreLockedError(SeglogError):
+    """Another process already holds the writer lock of the store."""
+
+
+class ReadOnlyError(SeglogError):
+    """A write was attempted on a store opened read-only."""
+
+
+class InvalidArgumentError(SeglogError, ValueError):
+    """An argument was rejected before anything was written."""
+
+
+class InvalidNameError(InvalidArgumentError):
+    """A stream name, session name or blob key is not acceptable."""
+
+
+class EncodeError(InvalidArgumentError):
+    """A value cannot be encoded with msgpack (unsupported type, int too large...)."""
+
+
+class RecordTooLargeError(InvalidArgumentError):
+    """An encoded record is larger than the store's ``max_record_bytes``."""
+
+
+class NotFoundError(SeglogError, LookupError):
+    """A lookup found nothing."""
+
+
+class UnknownStreamError(NotFoundError):
+    """No stream (session) of that name exists."""
+
+
+class EventNotFoundError(NotFoundError):
+    """The stream has no event with that sequence number."""
+
+
+class BlobNotFoundError(NotFoundError):
+    """The stream has no blob under that key."""
+
+
+class CorruptionError(SeglogError):
+    """Stored bytes failed a check. ``path`` and ``offset`` locate the damage."""
+
+    def __init__(self, message: str, path: str = "", offset: int = -1) -> None:
+        where = f"{path}" if path else ""
+        if offset >= 0:
+            where += f" at offset {offset}"
+        super().__init__(f"{message} ({where})" if where else message)
+        self.path = path
+        self.offset = offset
