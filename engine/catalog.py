@@ -50,9 +50,16 @@ class Run(NamedTuple):
 
 class StreamState:
     __slots__ = (
-        "id", "name", "next_seq", "nbytes",
-        "runs", "run_starts", "blob_runs",
-        "act_seqs", "act_offs", "act_blobs",
+        "act_blobs",
+        "act_offs",
+        "act_seqs",
+        "blob_runs",
+        "id",
+        "name",
+        "nbytes",
+        "next_seq",
+        "run_starts",
+        "runs",
     )
 
     def __init__(self, stream_id: int, name: str) -> None:

@@ -14,6 +14,7 @@ Both are derived data: when missing or damaged they are rebuilt from the segment
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -27,7 +28,6 @@ import msgpack
 import xxhash
 
 from . import record
-from .errors import CorruptionError
 from .record import RecordType
 from .segment import fsync_dir
 
@@ -66,7 +66,7 @@ class Entry(NamedTuple):
     offset: int
     seq: int
     stream_id: int
-    count: int
+    events: int
     rtype: int
     flags: int
 
@@ -172,10 +172,8 @@ class ActiveIndexFile:
 
     def remove(self) -> None:
         self.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 class StreamDir(NamedTuple):
@@ -233,11 +231,11 @@ class SealedIndex:
         blobs: dict[int, list[tuple[int, int]]] = {}
         stats: dict[int, list[int]] = {}  # stream -> [first_seq, next_seq, bytes]
         drops: list[int] = []
-        for e, size in zip(ents, sizes):
+        for e, size in zip(ents, sizes, strict=False):
             if e.rtype == RecordType.EVENTS:
                 events.setdefault(e.stream_id, []).append((e.seq, e.offset))
                 st = stats.setdefault(e.stream_id, [e.seq, e.seq, 0])
-                st[1] = e.seq + e.count
+                st[1] = e.seq + e.events
                 st[2] += size
             elif e.rtype == RecordType.BLOB:
                 blobs.setdefault(e.stream_id, []).append((e.seq, e.offset))
@@ -327,8 +325,10 @@ class SealedIndex:
             log.warning("%s: sealed index damaged (%s); rebuilding from the segment", path, problem)
             return None
         pos = SEALED_HEADER_SIZE
+        dir_bytes = mv[pos : pos + n_dirs * DIR_ENTRY.size]
         streams = [StreamDir(s, elo, en, blo, bn, fs, ns, nb)
-                   for (s, _z, elo, en, blo, bn, fs, ns, nb) in DIR_ENTRY.iter_unpack(mv[pos : pos + n_dirs * DIR_ENTRY.size])]
+                   for (s, _z, elo, en, blo, bn, fs, ns, nb) in DIR_ENTRY.iter_unpack(dir_bytes)]
+        dir_bytes.release()
         pos += n_dirs * DIR_ENTRY.size
         ev_seqs = _column(mv, pos, n_ev)
         ev_offs = _column(mv, pos + 8 * n_ev, n_ev)
@@ -345,8 +345,6 @@ class SealedIndex:
             if isinstance(col, memoryview):
                 col.release()
         if self._map is not None:
-            try:
+            with contextlib.suppress(BufferError):
                 self._map.close()
-            except BufferError:
-                pass
             self._map = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -20,6 +21,9 @@ SEGMENT_MAGIC = b"SEGLOGsg"
 # magic 8s | version u16 | flags u16 | reserved u32 | segment id u64 | checksum u64 (xxh3 of bytes 0..24)
 SEGMENT_HEADER = struct.Struct("<8sHHIQQ")
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 32
+
+
+_VERIFIED_LIMIT = 1 << 20
 
 
 def segment_name(segment_id: int) -> str:
@@ -51,6 +55,10 @@ class LogSegment:
         self.max_record_bytes = max_record_bytes
         self._map: mmap.mmap | None = None
         self._mapped = 0
+        # Offsets of records whose checksum was verified since open. Records
+        # never change once written, so each is verified once (like a block
+        # cache), not on every point read.
+        self._verified: set[int] = set()
 
     # -- life cycle -----------------------------------------------------------
     @classmethod
@@ -98,10 +106,9 @@ class LogSegment:
 
     def close(self) -> None:
         if self._map is not None:
-            try:
+            # A reader may still hold a view; the GC unmaps it then.
+            with contextlib.suppress(BufferError):
                 self._map.close()
-            except BufferError:  # a reader still holds a view; the GC will unmap it
-                pass
             self._map = None
             self._mapped = 0
         if self._fd >= 0:
@@ -128,6 +135,7 @@ class LogSegment:
         os.ftruncate(self._fd, size)
         os.fsync(self._fd)
         self.size = size
+        self._verified.clear()
         if self._mapped > size:
             self._drop_map()
 
@@ -154,6 +162,15 @@ class LogSegment:
             return record.read_record(buf, offset, end, self.max_record_bytes, self.path)
         except TornRecord:
             raise CorruptionError("record runs past the end of the segment", self.path, offset) from None
+
+    def verified_buffer(self, offset: int) -> Any:
+        """The mapped buffer, after verifying the record at ``offset`` once."""
+        if offset not in self._verified:
+            self.read(offset)
+            if len(self._verified) >= _VERIFIED_LIMIT:
+                self._verified.clear()
+            self._verified.add(offset)
+        return self._map
 
     def scan(self, start: int, end: int | None = None) -> Iterator[RecordView]:
         """Yield verified records from ``start``; stop quietly at a torn tail.

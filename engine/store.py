@@ -17,14 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from bisect import bisect_left
+import threading
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from types import TracebackType
 from typing import Any
-
-import threading
 
 from . import codec, record
 from .catalog import StreamState, check_stream_name
@@ -47,7 +45,6 @@ from .offset_index import (
     ActiveIndexFile,
     Entry,
     SealedIndex,
-    entry_for,
     pack_entry,
     parse_entries,
 )
@@ -121,6 +118,7 @@ class Store:
         self.path = os.path.abspath(path)
         self.options = options
         self._lock = threading.RLock()
+        self._max_record_bytes = options.max_record_bytes
         self._closed = False
         self._writer_lock: WriterLock | None = None
         self._streams: dict[str, StreamState] = {}
@@ -207,7 +205,8 @@ class Store:
         if idx is not None and idx.data_end == seg.size:
             return idx
         if idx is not None:
-            log.warning("%s: sealed index covers %d bytes, segment has %d; rebuilding", idx.path, idx.data_end, seg.size)
+            log.warning("%s: sealed index covers %d bytes, segment has %d; rebuilding",
+                        idx.path, idx.data_end, seg.size)
             idx.close()
         entries: list[Entry] = []
         creates: dict[int, str] = {}
@@ -244,7 +243,8 @@ class Store:
             last = entries[-1]
             try:
                 rec = seg.read(last.offset)
-                ok = (rec.stream_id, rec.rtype, rec.seq, rec.count) == (last.stream_id, last.rtype, last.seq, last.count)
+                ok = (rec.stream_id, rec.rtype, rec.seq, rec.count) == \
+                    (last.stream_id, last.rtype, last.seq, last.events)
             except CorruptionError:
                 ok = False
             if ok:
@@ -287,7 +287,7 @@ class Store:
         seg = self._active
         for i, e in enumerate(entries):
             size = (entries[i + 1].offset if i + 1 < len(entries) else seg.size) - e.offset
-            self._index_record(e.offset, e.seq, e.stream_id, e.count, e.rtype, e.flags, size, entry=False)
+            self._index_record(e.offset, e.seq, e.stream_id, e.events, e.rtype, e.flags, size, entry=False)
             if e.rtype == RecordType.STREAM_CREATE:
                 self._add_stream(e.stream_id, seg.read(e.offset).name())
             elif e.rtype == RecordType.STREAM_DROP:
@@ -545,9 +545,9 @@ class Store:
 
     # ------------------------------------------------------------ read path
     def _stream(self, name: str) -> StreamState:
+        self._check_open()
         st = self._streams.get(name)
         if st is None:
-            self._check_open()
             raise UnknownStreamError(f"no stream named {name!r} in {self.path}")
         return st
 
@@ -559,15 +559,24 @@ class Store:
     def get(self, stream: str, seq: int) -> Any:
         """The event ``seq`` of ``stream``."""
         with self._lock:
-            self._check_open()
-            st = self._stream(stream)
+            st = self._streams.get(stream)
+            if st is None or self._closed:
+                self._stream(stream)  # raises the right error
+                raise AssertionError
             if not 0 <= seq < st.next_seq:
                 raise EventNotFoundError(f"stream {stream!r} has events 0..{st.next_seq - 1}, not {seq}")
-            seg, off = st.locate(seq, self._active)
-            rec = self._read(seg, off)
-        if rec.rtype != RecordType.EVENTS or rec.stream_id != st.id or not rec.seq <= seq < rec.seq + rec.count:
-            raise CorruptionError(f"index points at the wrong record for {stream!r} seq {seq}", seg.path, off)
-        return rec.event(seq - rec.seq, self.options.max_record_bytes)
+            acts = st.act_seqs
+            if acts and seq >= acts[0]:
+                seg = self._active
+                off = st.act_offs[bisect_right(acts, seq) - 1]
+                if off >= seg.size:
+                    self._flush_pending()
+            else:
+                run = st.runs[bisect_right(st.run_starts, seq) - 1]
+                seg = run.segment
+                off = run.offs[bisect_right(run.keys, seq, run.lo, run.hi) - 1]
+            buf = seg.verified_buffer(off)
+        return record.event_at(buf, off, st.id, seq, seg.path, self._max_record_bytes)
 
     def scan(self, stream: str, start: int = 0, stop: int | None = None) -> Iterator[Any]:
         """Events ``start <= seq < stop`` in order (``stop`` defaults to the end as of the call).
@@ -767,7 +776,7 @@ class Store:
         return f"<seglog.Store {self.path} {state}>"
 
 
-def open(path: str | os.PathLike[str], **options: Any) -> Store:  # noqa: A001
+def open(path: str | os.PathLike[str], **options: Any) -> Store:
     """Open (creating when needed) the store in directory ``path``.
 
     Options are the fields of :class:`StoreOptions`: ``durability`` ("process",
