@@ -20,7 +20,6 @@ from .errors import CorruptionError
 # checksum u64 | length u32 | type u8 | flags u8 | reserved u16 | stream u32 | count u32 | seq u64
 HEADER = struct.Struct("<QIBBHIIQ")
 HEADER_SIZE = HEADER.size  # 32
-_AFTER_CHECKSUM = HEADER.pack(0, 0, 0, 0, 0, 0, 0, 0)[8:]
 
 # An EVENTS payload: u32 end offsets (one per event), then a msgpack array of the events.
 ARRAY_HEADER = struct.Struct(">BI")  # msgpack array32: 0xdd + big-endian count
