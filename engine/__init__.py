@@ -18,11 +18,17 @@ from .errors import (
     ReadOnlyError,
     RecordTooLargeError,
     SeglogError,
+    SessionExistsError,
     StoreClosedError,
     StoreLockedError,
+    UnknownSessionError,
     UnknownStreamError,
 )
 from .options import Durability, StoreOptions
+from .persistence_manager import PersistenceManager
+from .session_instance import SessionInstance
+from .session_persister import IncrementalWriter, SessionPersister, UnknownReceiptError, UnknownStateError
+from .session_pool import SessionPool
 from .store import Problem, Store, StoreStats, StreamInfo, VerifyReport, open
 
 __all__ = [
@@ -31,19 +37,28 @@ __all__ = [
     "Durability",
     "EncodeError",
     "EventNotFoundError",
+    "IncrementalWriter",
     "InvalidArgumentError",
     "InvalidNameError",
     "NotFoundError",
+    "PersistenceManager",
     "Problem",
     "ReadOnlyError",
     "RecordTooLargeError",
     "SeglogError",
+    "SessionExistsError",
+    "SessionInstance",
+    "SessionPersister",
+    "SessionPool",
     "Store",
     "StoreClosedError",
     "StoreLockedError",
     "StoreOptions",
     "StoreStats",
     "StreamInfo",
+    "UnknownReceiptError",
+    "UnknownSessionError",
+    "UnknownStateError",
     "UnknownStreamError",
     "VerifyReport",
     "open",

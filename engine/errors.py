@@ -67,3 +67,11 @@ class CorruptionError(SeglogError):
         super().__init__(f"{message} ({where})" if where else message)
         self.path = path
         self.offset = offset
+
+
+class UnknownSessionError(NotFoundError):
+    """No session of that name exists."""
+
+
+class SessionExistsError(InvalidArgumentError):
+    """A session of that name already exists."""

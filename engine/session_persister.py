@@ -1,0 +1,258 @@
+"""SessionPersister and IncrementalWriter: one session's persistence in a store.
+
+A session with internal id ``uid`` owns these streams of the engine:
+
+``ev/<uid>``  its own events (engine seq ``k`` is REPL seq ``base + k``), plus
+              blobs ``state/<stateId>`` (delta-compressed states, see
+              ``state_codec``) and ``receipt/<key>`` (``{seq, receipt}``, the
+              last write wins; their order is that of the llm_resp events)
+``cp/<uid>``  one entry per checkpoint: ``{seq, stateId, reason}``
+
+A fork has a ``parent`` uid and a ``base``: events, checkpoints, states and
+receipts of the parent before ``base`` are shared, not copied.
+
+A save writes states and receipts first, then the events (one record: the
+commit point), then the checkpoint entries. A crash between the last two
+steps is repaired on load from the events, so a save is never visible in
+half; blobs written before a crash that lost their events are never listed
+and are overwritten when those seqs are recorded again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BlobNotFoundError, CorruptionError, NotFoundError
+from .session_instance import Changes, SessionInstance
+from .state_codec import StateEncoder, decode_raw, raw_to_value
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class UnknownStateError(BlobNotFoundError):
+    """The session has no state with that id."""
+
+
+class UnknownReceiptError(BlobNotFoundError):
+    """The session has no receipt with that key."""
+
+
+@dataclass
+class SessionMeta:
+    """What the catalog keeps per session (``meta/<uid>`` blob of the catalog stream)."""
+
+    uid: str
+    name: str
+    id: str
+    created: str
+    parent: str | None = None  # uid of the session this one forked from
+    base: int = 0  # first REPL seq stored in this session's own stream
+    cp_base: int = 0  # checkpoints inherited from the parent
+    deleted: bool = False  # hidden, kept only while forks share its data
+
+    def to_doc(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> SessionMeta:
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
+
+
+def ev_stream(uid: str) -> str:
+    return f"ev/{uid}"
+
+
+def cp_stream(uid: str) -> str:
+    return f"cp/{uid}"
+
+
+class IncrementalWriter:
+    """Writes a session's changes since its last save point, in few engine records."""
+
+    def __init__(self, store: Store, meta: SessionMeta, encoder: StateEncoder) -> None:
+        self.store = store
+        self.meta = meta
+        self.encoder = encoder
+
+    def write(self, changes: Changes) -> int:
+        """Write ``changes``; return the number of engine records written."""
+        store, uid = self.store, self.meta.uid
+        ev = ev_stream(uid)
+        records = 0
+        for state_id, raw in changes.states:
+            doc = self.encoder.encode(state_id, raw, "m")
+            doc["s"] = int(state_id.rsplit("-", 1)[1]) if state_id.rsplit("-", 1)[-1].isdigit() else -1
+            store.put_blob(ev, f"state/{state_id}", doc)
+            records += 1
+        for key, seq, receipt in changes.receipts:
+            store.put_blob(ev, f"receipt/{key}", {"seq": seq, "receipt": receipt})
+            records += 1
+        events = changes.events
+        if events:
+            stored = self.meta.base + (store.next_seq(ev) if store.has_stream(ev) else 0)
+            first = events[0]["seq"]
+            if not first <= stored <= first + len(events):
+                raise CorruptionError(
+                    f"session {self.meta.name!r}: next event is seq {first}, the store expects {stored}"
+                )
+            # A retried save may find its first events already committed.
+            events = events[stored - first :]
+        if events:
+            store.append_batch(ev, events)  # the commit point
+            records += 1
+        cp = cp_stream(uid)
+        last_cp = store.get(cp, store.next_seq(cp) - 1)["seq"] if store.has_stream(cp) else -1
+        cps = [{"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
+               for e in changes.events if e["type"] == "checkpoint" and e["seq"] > last_cp]
+        if cps:
+            store.append_batch(cp_stream(uid), cps)
+            records += 1
+        return records
+
+
+class SessionPersister:
+    """Reads and writes one session (and, through its parents, what it shares)."""
+
+    def __init__(self, store: Store, meta: SessionMeta, parent: SessionPersister | None,
+                 max_state_bytes: int) -> None:
+        self.store = store
+        self.meta = meta
+        self.parent = parent
+        self.max_state_bytes = max_state_bytes
+        self._writer: IncrementalWriter | None = None
+
+    # -- sizes ---------------------------------------------------------------------
+    def _own(self, stream: str) -> int:
+        return self.store.next_seq(stream) if self.store.has_stream(stream) else 0
+
+    @property
+    def event_count(self) -> int:
+        return self.meta.base + self._own(ev_stream(self.meta.uid))
+
+    @property
+    def checkpoint_count(self) -> int:
+        return self.meta.cp_base + self._own(cp_stream(self.meta.uid))
+
+    @property
+    def size_on_disk(self) -> int:
+        total = 0
+        for stream in (ev_stream(self.meta.uid), cp_stream(self.meta.uid)):
+            if self.store.has_stream(stream):
+                total += self.store.stream_info(stream).bytes
+        return total
+
+    # -- writing ---------------------------------------------------------------------
+    def writer(self) -> IncrementalWriter:
+        if self._writer is None:
+            self._writer = IncrementalWriter(self.store, self.meta, self._resume_encoder())
+        return self._writer
+
+    def _resume_encoder(self) -> StateEncoder:
+        """Continue the delta chain from the session's last stored state."""
+        cps = self.checkpoints(self.checkpoint_count - 1, None) if self.checkpoint_count else []
+        if not cps:
+            return StateEncoder()
+        last = cps[-1]["stateId"]
+        try:
+            fmt, raw = self.state_raw(last)
+        except NotFoundError:
+            return StateEncoder()
+        # Start a new keyframe after a reopen: the chain length is not tracked across opens.
+        return StateEncoder(last, raw, fmt, since_keyframe=10**9)
+
+    def save(self, changes: Changes) -> int:
+        return self.writer().write(changes)
+
+    def repair(self) -> None:
+        """Add checkpoint entries that a crash after the events' commit left out."""
+        uid = self.meta.uid
+        n_cp = self._own(cp_stream(uid))
+        last_cp = self.store.get(cp_stream(uid), n_cp - 1)["seq"] if n_cp else self.meta.base - 1
+        start = max(last_cp + 1, self.meta.base)
+        if start >= self.event_count:
+            return
+        cps = [{"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
+               for e in self.events(start, None) if e["type"] == "checkpoint"]
+        if cps:
+            log.warning("session %r: restoring %d checkpoint entries after a crash", self.meta.name, len(cps))
+            self.store.append_batch(cp_stream(uid), cps)
+
+    # -- reading ---------------------------------------------------------------------
+    def events(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """Events ``start <= seq < stop`` (REPL seqs), shared ones from the parents."""
+        end = self.event_count if stop is None else min(stop, self.event_count)
+        start = max(start, 0)
+        base = self.meta.base
+        if start < base and self.parent is not None:
+            yield from self.parent.events(start, min(end, base))
+        if end > base:
+            ev = ev_stream(self.meta.uid)
+            if self.store.has_stream(ev):
+                yield from self.store.scan(ev, max(start, base) - base, end - base)
+
+    def checkpoints(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """Checkpoint entries (``{seq, stateId, reason}``) by position ``start..stop``."""
+        total = self.checkpoint_count
+        end = total if stop is None else min(stop, total)
+        out: list[dict[str, Any]] = []
+        cb = self.meta.cp_base
+        if start < cb and self.parent is not None:
+            out.extend(self.parent.checkpoints(start, min(end, cb)))
+        if end > cb:
+            cp = cp_stream(self.meta.uid)
+            if self.store.has_stream(cp):
+                out.extend(self.store.scan(cp, max(start, cb) - cb, end - cb))
+        return out
+
+    def _state_doc(self, state_id: str) -> Any:
+        ev = ev_stream(self.meta.uid)
+        try:
+            return self.store.get_blob(ev, f"state/{state_id}")
+        except NotFoundError:
+            pass
+        if self.parent is not None:
+            doc = self.parent._state_doc(state_id)
+            if doc.get("s", -1) < self.meta.base:
+                return doc
+        raise UnknownStateError(f"session {self.meta.name!r} has no state {state_id!r}")
+
+    def state_raw(self, state_id: str) -> tuple[str, bytes]:
+        return decode_raw(state_id, self._state_doc, self.max_state_bytes)
+
+    def state(self, state_id: str) -> Any:
+        return raw_to_value(*self.state_raw(state_id))
+
+    def receipt(self, key: str) -> dict[str, Any]:
+        """The receipt stored under ``key`` (the last one written before this session's head)."""
+        try:
+            doc = self.store.get_blob(ev_stream(self.meta.uid), f"receipt/{key}")
+        except NotFoundError:
+            doc = None
+        if doc is None and self.parent is not None:
+            try:
+                shared = self.parent.receipt(key)
+            except UnknownReceiptError:
+                shared = None
+            if shared is not None and self.parent._receipt_seq(key) < self.meta.base:
+                return shared
+        if doc is None:
+            raise UnknownReceiptError(f"session {self.meta.name!r} has no receipt {key!r}")
+        receipt: dict[str, Any] = doc["receipt"]
+        return receipt
+
+    def _receipt_seq(self, key: str) -> int:
+        try:
+            seq: int = self.store.get_blob(ev_stream(self.meta.uid), f"receipt/{key}")["seq"]
+            return seq
+        except NotFoundError:
+            return self.parent._receipt_seq(key) if self.parent is not None else 1 << 62
+
+    def instance(self) -> SessionInstance:
+        """A complete SessionInstance with this session's metadata."""
+        return SessionInstance(self.meta.name, self.meta.id, self.meta.created,
+                               event_count=self.event_count, checkpoint_count=self.checkpoint_count,
+                               size_on_disk=self.size_on_disk)
