@@ -21,7 +21,6 @@ import asyncio
 import atexit
 import logging
 import os
-import secrets
 import threading
 import time
 from bisect import bisect_right
@@ -29,22 +28,19 @@ from typing import Any
 
 from .errors import (
     InvalidArgumentError,
-    SessionExistsError,
     StoreClosedError,
     UnknownSessionError,
 )
 from .options import Durability
+from .session_catalog import SessionCatalog
 from .session_instance import SessionInstance
-from .session_persister import SessionMeta, SessionPersister, cp_stream, ev_stream
+from .session_persister import SessionPersister
 from .session_pool import SessionPool
 from .session_schema import check_session_name, iso_now
 from .store import Store
 from .store import open as open_store
 
 log = logging.getLogger(__name__)
-
-CATALOG = "catalog"
-
 
 class PersistenceManager:
     def __init__(self, pool: SessionPool, directory: str | os.PathLike[str], save_interval: float = 1.0,
@@ -58,11 +54,10 @@ class PersistenceManager:
         self.save_interval = save_interval
         self.save_after = save_after
         self.store: Store = open_store(directory, durability=durability, **(store_options or {}))
-        self._lock = threading.RLock()  # the catalog
-        self._metas: dict[str, SessionMeta] = {}  # by uid
-        self._names: dict[str, str] = {}  # name -> uid
-        self._persisters: dict[str, SessionPersister] = {}  # by uid
-        self._load_catalog()
+        self.catalog = SessionCatalog(self.store)
+        self._lock = self.catalog.lock
+        if self.catalog.collect():
+            log.info("%s: dropped data of deleted or unfinished sessions", self.store.path)
         self._closed = False
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -74,51 +69,10 @@ class PersistenceManager:
         if register_atexit:
             atexit.register(self.shutdown)
 
-    # -- catalog ----------------------------------------------------------------------
-    def _load_catalog(self) -> None:
-        if CATALOG not in self.store:
-            return
-        for key in self.store.blob_keys(CATALOG):
-            if key.startswith("meta/"):
-                doc = self.store.get_blob(CATALOG, key)
-                if doc is not None:  # None: a deleted session whose data is gone
-                    meta = SessionMeta.from_doc(doc)
-                    self._metas[meta.uid] = meta
-        for key in self.store.blob_keys(CATALOG):
-            if key.startswith("name/"):
-                uid = self.store.get_blob(CATALOG, key)
-                if uid is not None and uid in self._metas:
-                    self._names[key[5:]] = uid
-
-    def _write_meta(self, meta: SessionMeta) -> None:
-        self.store.put_blob(CATALOG, f"meta/{meta.uid}", meta.to_doc())
-        self._metas[meta.uid] = meta
-
-    def _persister(self, uid: str) -> SessionPersister:
-        p = self._persisters.get(uid)
-        if p is None:
-            meta = self._metas[uid]
-            parent = self._persister(meta.parent) if meta.parent is not None else None
-            p = SessionPersister(self.store, meta, parent, self.store.options.max_record_bytes)
-            self._persisters[uid] = p
-        return p
-
     def _named(self, name: str) -> SessionPersister:
         with self._lock:
             self._check_open()
-            uid = self._names.get(name)
-            if uid is None:
-                raise UnknownSessionError(f"no session named {name!r} in {self.store.path}")
-            return self._persister(uid)
-
-    def _register(self, name: str, session_id: str, created: str, parent: str | None = None,
-                  base: int = 0, cp_base: int = 0) -> SessionPersister:
-        """Create a catalog entry (caller holds the lock and checked the name is free)."""
-        meta = SessionMeta(secrets.token_hex(8), name, session_id, created, parent, base, cp_base)
-        self._write_meta(meta)
-        self.store.put_blob(CATALOG, f"name/{name}", meta.uid)
-        self._names[name] = meta.uid
-        return self._persister(meta.uid)
+            return self.catalog.persister(name)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -141,9 +95,7 @@ class PersistenceManager:
         check_session_name(name)
         with self._lock:
             self._check_open()
-            if name in self._names:
-                raise SessionExistsError(f"session {name!r} already exists")
-            p = self._register(name, session_id if session_id is not None else name, iso_now())
+            p = self.catalog.register(name, session_id if session_id is not None else name, iso_now())
             return self._adopt(p.instance())
 
     def load_session(self, name: str) -> SessionInstance:
@@ -161,8 +113,7 @@ class PersistenceManager:
     get_session = load_session
 
     def has_session(self, name: str) -> bool:
-        with self._lock:
-            return name in self._names
+        return name in self.catalog
 
     # -- saving ---------------------------------------------------------------------------
     def save_session(self, session: SessionInstance | str) -> int:
@@ -179,13 +130,12 @@ class PersistenceManager:
             try:
                 with self._lock:
                     self._check_open()
-                    uid = self._names.get(inst.name)
-                    if uid is None:
-                        p = self._register(inst.name, inst.id, inst.created)
+                    if inst.name in self.catalog:
+                        p = self.catalog.persister(inst.name)
+                    else:
+                        p = self.catalog.register(inst.name, inst.id, inst.created)
                         if inst.on_change is None:
                             self._adopt(inst)
-                    else:
-                        p = self._persister(uid)
                 p.save(changes)
             except BaseException:
                 inst.restore_changes(changes)
@@ -279,7 +229,7 @@ class PersistenceManager:
         """Metadata of every session, by name; history is not loaded."""
         with self._lock:
             self._check_open()
-            names = sorted(self._names)
+            names = self.catalog.names()
         out = []
         for name in names:
             inst = self.pool.get(name)
@@ -329,10 +279,8 @@ class PersistenceManager:
         cp_base = bisect_right(cp_seqs, at_seq)
         with self._lock:
             self._check_open()
-            if new_name in self._names:
-                raise SessionExistsError(f"session {new_name!r} already exists")
             sid, created = (src.meta.id, src.meta.created) if keep_header else (new_name, iso_now())
-            p = self._register(new_name, sid, created, src.meta.uid, at_seq + 1, cp_base)
+            p = self.catalog.register(new_name, sid, created, src.meta.uid, at_seq + 1, cp_base)
             return self._adopt(p.instance())
 
     def save_as(self, source: str, new_name: str) -> SessionInstance:
@@ -344,29 +292,5 @@ class PersistenceManager:
         """Delete a session. Its data stays while forks share it, and goes with the last one."""
         with self._lock:
             self._check_open()
-            uid = self._names.pop(name, None)
-            if uid is None:
-                raise UnknownSessionError(f"no session named {name!r} in {self.store.path}")
+            self.catalog.delete(name)
             self.pool.remove(name)
-            self.store.put_blob(CATALOG, f"name/{name}", None)
-            meta = self._metas[uid]
-            meta.deleted = True
-            self._write_meta(meta)
-            self._collect()
-
-    def _collect(self) -> None:
-        """Drop the data of deleted sessions that no live session shares."""
-        needed: set[str] = set()
-        for uid in self._names.values():
-            cur: str | None = uid
-            while cur is not None and cur not in needed:
-                needed.add(cur)
-                cur = self._metas[cur].parent
-        for uid, meta in list(self._metas.items()):
-            if meta.deleted and uid not in needed:
-                for stream in (ev_stream(uid), cp_stream(uid)):
-                    if stream in self.store:
-                        self.store.drop_stream(stream)
-                self.store.put_blob(CATALOG, f"meta/{uid}", None)
-                del self._metas[uid]
-                self._persisters.pop(uid, None)
