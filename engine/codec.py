@@ -1,9 +1,13 @@
 """Value encoding: msgpack for structure, lz4 blocks when compression pays.
 
-Strings round-trip exactly, lone surrogates included (the REPL's preview
-fields are cut in UTF-16 code units and can end in half a surrogate pair), so
-both directions use the ``surrogatepass`` error handler. Stored bytes are only
-ever decoded by msgpack; nothing is unpickled or evaluated.
+Two msgpack implementations write the same format: ``ormsgpack`` (fast, the
+common case) and the reference ``msgpack`` package, used for what ormsgpack
+does not take: strings with lone surrogates (the REPL's preview fields are cut
+in UTF-16 code units and can end in half a pair; they round-trip through the
+``surrogatepass`` handler), non-string map keys, str/int/dict subclasses. A
+record encoded by the reference package carries a flag, and is decoded by it.
+What neither accepts raises :class:`EncodeError`. Stored bytes are only ever
+decoded by msgpack; nothing is unpickled or evaluated.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 import lz4.block
 import msgpack
+import ormsgpack
 
 from .errors import CorruptionError, EncodeError
 
@@ -21,37 +26,69 @@ _U32 = struct.Struct("<I")
 # Compress a value only when it is at least this long and lz4 saves 1/8 or more.
 COMPRESS_MIN_BYTES = 512
 
+# Anything ormsgpack would encode in its own way (datetimes, dataclasses, enums,
+# UUIDs, subclasses, big ints) is passed to the reference encoder instead.
+_FAST_OPTIONS = (
+    ormsgpack.OPT_PASSTHROUGH_BIG_INT | ormsgpack.OPT_PASSTHROUGH_DATACLASS | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM | ormsgpack.OPT_PASSTHROUGH_SUBCLASS | ormsgpack.OPT_PASSTHROUGH_UUID
+)
+_fast_pack = ormsgpack.packb
+fast_unpack = ormsgpack.unpackb
 
-def _new_packer() -> msgpack.Packer:
+
+def _reference_packer() -> msgpack.Packer:
     return msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass", datetime=False)
 
 
-_packer = _new_packer()
+_packer = _reference_packer()
 
 
-def pack(value: Any) -> bytes:
-    """Encode one value; raise :class:`EncodeError` for anything msgpack rejects."""
-    try:
-        return _packer.pack(value)  # type: ignore[no-any-return]
-    except (TypeError, ValueError, OverflowError) as exc:
-        # A failed pack can leave the shared packer's buffer dirty: start afresh.
-        _packer.reset()
-        raise EncodeError(f"value cannot be stored: {exc}") from exc
-
-
-def pack_many(values: list[Any]) -> list[bytes]:
-    """Encode each value of a list (one C call each), with the same errors as :func:`pack`."""
+def _reference_pack(values: list[Any]) -> list[bytes]:
     try:
         p = _packer.pack
         return [p(v) for v in values]
     except (TypeError, ValueError, OverflowError) as exc:
-        _packer.reset()
+        _packer.reset()  # a failed pack can leave the buffer dirty
         raise EncodeError(f"value cannot be stored: {exc}") from exc
 
 
-def unpack(data: bytes | memoryview) -> Any:
+def pack_many(values: list[Any]) -> tuple[list[bytes], bool]:
+    """Encode each value; returns ``(encoded, reference)`` where ``reference`` tells
+    that the reference msgpack package was needed (and must decode them)."""
+    try:
+        return [_fast_pack(v, option=_FAST_OPTIONS) for v in values], False
+    except TypeError:
+        return _reference_pack(values), True
+
+
+def pack(value: Any) -> tuple[bytes, bool]:
+    """:func:`pack_many` for one value."""
+    try:
+        return _fast_pack(value, option=_FAST_OPTIONS), False
+    except TypeError:
+        return _reference_pack([value])[0], True
+
+
+def pack_value(value: Any) -> bytes:
+    """Encode one value into bytes that :func:`unpack_any` decodes."""
+    data, reference = pack(value)
+    if reference:
+        return b"\x01" + data
+    return b"\x00" + data
+
+
+def unpack_value(data: bytes) -> Any:
+    """Inverse of :func:`pack_value`."""
+    if not data or data[0] > 1:
+        raise CorruptionError("value has no encoder prefix")
+    return unpack(memoryview(data)[1:], data[0] == 1)
+
+
+def unpack(data: bytes | memoryview, reference: bool = False) -> Any:
     """Decode one msgpack value (no ext types, no code execution)."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, unicode_errors="surrogatepass")
+    if reference:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, unicode_errors="surrogatepass")
+    return fast_unpack(data)
 
 
 def maybe_compress(raw: bytes) -> bytes | None:

@@ -1,18 +1,22 @@
-"""LogSegment: one segment file, its header, appends, mmap'd reads and scans."""
+"""LogSegment: one segment file, its header, appends, reads and scans.
+
+Data is read with ``pread``, not through a memory map: on kernels that cache
+files in large folios, touching one byte of a mapping can make megabytes
+resident in the process, and a store must not grow its RSS with the data it
+reads. (The offset indexes, which are small, are mapped.)
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import mmap
 import os
 import struct
 from collections.abc import Iterator
 from typing import Any
 
-from . import record
+from . import codec, record
 from .errors import CorruptionError
-from .record import RecordView, TornRecord
+from .record import ARRAY_HEADER, END_MASK, EVENT_COMPRESSED, FLAG_REFERENCE, HEADER_SIZE, RecordView, TornRecord
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +26,11 @@ SEGMENT_MAGIC = b"SEGLOGsg"
 SEGMENT_HEADER = struct.Struct("<8sHHIQQ")
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 32
 
-
-_VERIFIED_LIMIT = 1 << 20
+_SCAN_WINDOW = 1 << 20
+# Verified EVENTS records whose header fields and offset table are kept, per segment.
+_RECORD_CACHE_LIMIT = 1 << 16
+_TWO_U32 = record.TWO_U32
+_U32 = record.U32
 
 
 def segment_name(segment_id: int) -> str:
@@ -41,8 +48,8 @@ def fsync_dir(directory: str) -> None:
 class LogSegment:
     """A segment file. Writable while active; sealed segments are only read.
 
-    ``size`` counts the bytes handed to the OS. Reads go through an mmap that
-    is widened on demand as the active segment grows.
+    ``size`` counts the bytes handed to the OS (for a read-only open of an
+    active segment: the end of its whole records).
     """
 
     def __init__(self, path: str, segment_id: int, fd: int, size: int, writable: bool,
@@ -53,12 +60,10 @@ class LogSegment:
         self.size = size
         self.writable = writable
         self.max_record_bytes = max_record_bytes
-        self._map: mmap.mmap | None = None
-        self._mapped = 0
-        # Offsets of records whose checksum was verified since open. Records
-        # never change once written, so each is verified once (like a block
-        # cache), not on every point read.
-        self._verified: set[int] = set()
+        # offset -> (stream id, first seq, count, flags, offset table) of verified
+        # EVENTS records: records never change once written, so each is verified
+        # once (like a block cache), not on every point read.
+        self._events: dict[int, tuple[int, int, int, int, bytes]] = {}
 
     # -- life cycle -----------------------------------------------------------
     @classmethod
@@ -105,12 +110,7 @@ class LogSegment:
         return cls(path, segment_id, fd, size, writable, max_record_bytes)
 
     def close(self) -> None:
-        if self._map is not None:
-            # A reader may still hold a view; the GC unmaps it then.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
-            self._mapped = 0
+        self._events.clear()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -135,42 +135,65 @@ class LogSegment:
         os.ftruncate(self._fd, size)
         os.fsync(self._fd)
         self.size = size
-        self._verified.clear()
-        if self._mapped > size:
-            self._drop_map()
+        self._events.clear()
 
     # -- reading --------------------------------------------------------------
-    def _drop_map(self) -> None:
-        # Not closed: RecordViews handed out earlier may still point into it.
-        self._map = None
-        self._mapped = 0
-
-    def buffer(self, end: int) -> Any:
-        """An mmap of the file covering at least ``end`` bytes."""
-        if end > self._mapped:
-            if end > self.size:
-                raise CorruptionError(f"read past the end of the segment ({self.size} bytes)", self.path, end)
-            self._map = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ)
-            self._mapped = self.size
-        return self._map
+    def pread(self, length: int, offset: int) -> bytes:
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise CorruptionError(f"read of {length} bytes past the end of the segment", self.path, offset)
+        return data
 
     def read(self, offset: int, limit: int | None = None) -> RecordView:
-        """Read and verify the record at ``offset``."""
+        """Read and verify the record at ``offset`` (which must end before ``limit``)."""
         end = self.size if limit is None else limit
-        buf = self.buffer(end)
+        if offset + HEADER_SIZE > end:
+            raise CorruptionError("record header runs past the end of the segment", self.path, offset)
+        head = self.pread(HEADER_SIZE, offset)
+        (length,) = _U32.unpack_from(head, 8)
+        if length > self.max_record_bytes:
+            raise CorruptionError(f"record length {length} exceeds the limit {self.max_record_bytes}",
+                                  self.path, offset)
+        if offset + HEADER_SIZE + length > end:
+            raise CorruptionError("record runs past the end of the segment", self.path, offset)
+        data = head + self.pread(length, offset + HEADER_SIZE)
         try:
-            return record.read_record(buf, offset, end, self.max_record_bytes, self.path)
-        except TornRecord:
+            return record.read_record(data, 0, len(data), self.max_record_bytes, self.path, offset)
+        except TornRecord:  # cannot happen: the length was checked above
             raise CorruptionError("record runs past the end of the segment", self.path, offset) from None
 
-    def verified_buffer(self, offset: int) -> Any:
-        """The mapped buffer, after verifying the record at ``offset`` once."""
-        if offset not in self._verified:
-            self.read(offset)
-            if len(self._verified) >= _VERIFIED_LIMIT:
-                self._verified.clear()
-            self._verified.add(offset)
-        return self._map
+    def event(self, offset: int, stream_id: int, seq: int) -> Any:
+        """Decode event ``seq`` of ``stream_id`` from the EVENTS record at ``offset``:
+        the point-read path, one small ``pread`` once the record is known."""
+        info = self._events.get(offset)
+        if info is None:
+            rec = self.read(offset)
+            if rec.rtype != record.RecordType.EVENTS:
+                raise CorruptionError(f"index points at a record of type {rec.rtype}, not events",
+                                      self.path, offset)
+            info = (rec.stream_id, rec.seq, rec.count, rec.flags, rec.table())
+            if len(self._events) >= _RECORD_CACHE_LIMIT:
+                self._events.clear()
+            self._events[offset] = info
+        sid, first, count, flags, table = info
+        i = seq - first
+        if sid != stream_id or not 0 <= i < count:
+            raise CorruptionError(f"index points at the wrong record for stream {stream_id} seq {seq}",
+                                  self.path, offset)
+        if i:
+            start, end = _TWO_U32.unpack_from(table, 4 * i - 4)
+            start &= END_MASK
+        else:
+            start, end = ARRAY_HEADER.size, _U32.unpack_from(table)[0]
+        if end & EVENT_COMPRESSED or start > end:
+            return self.read(offset).event(i, self.max_record_bytes)
+        data = os.pread(self._fd, end - start, offset + HEADER_SIZE + 4 * count + start)
+        try:
+            if flags & FLAG_REFERENCE:
+                return codec.unpack(data, True)
+            return codec.fast_unpack(data)
+        except Exception as exc:
+            raise CorruptionError(f"event {i} does not decode: {exc}", self.path, offset) from exc
 
     def scan(self, start: int, end: int | None = None) -> Iterator[RecordView]:
         """Yield verified records from ``start``; stop quietly at a torn tail.
@@ -181,13 +204,19 @@ class LogSegment:
         """
         limit = self.size if end is None else end
         self.scan_end = start
-        if limit <= start:
-            return
-        buf = self.buffer(limit)
         off = start
+        buf, buf_start = b"", start
         while off < limit:
+            rel = off - buf_start
+            if rel + HEADER_SIZE > len(buf):
+                buf, buf_start, rel = self._window(off, HEADER_SIZE, limit), off, 0
+            if rel + HEADER_SIZE <= len(buf):
+                (length,) = _U32.unpack_from(buf, rel + 8)
+                need = HEADER_SIZE + min(length, self.max_record_bytes + 1)
+                if rel + need > len(buf) and off + need <= limit:
+                    buf, buf_start, rel = self._window(off, need, limit), off, 0
             try:
-                rec = record.read_record(buf, off, limit, self.max_record_bytes, self.path)
+                rec = record.read_record(buf, rel, len(buf), self.max_record_bytes, self.path, off)
             except TornRecord:
                 return
             off = rec.end
@@ -195,6 +224,9 @@ class LogSegment:
             yield rec
 
     scan_end: int = 0
+
+    def _window(self, off: int, need: int, limit: int) -> bytes:
+        return os.pread(self._fd, min(max(need, _SCAN_WINDOW), limit - off), off)
 
     def recover_tail(self, start: int) -> tuple[list[RecordView], int]:
         """Scan the unindexed tail from ``start``.
@@ -206,33 +238,34 @@ class LogSegment:
         records: list[RecordView] = []
         off = start
         limit = self.size
-        buf = self.buffer(limit) if limit > start else None
-        while off < limit:
+        scanner = self.scan(start, limit)
+        while True:
             try:
-                rec = record.read_record(buf, off, limit, self.max_record_bytes, self.path)
-            except TornRecord:
+                rec = next(scanner)
+            except StopIteration:
+                off = self.scan_end
                 break
             except CorruptionError:
-                if self._valid_record_after(buf, off, limit):
+                off = self.scan_end
+                if self._valid_record_after(off, limit):
                     raise
                 break
             records.append(rec)
-            off = rec.end
         if off < limit:
             log.warning("%s: discarding %d bytes of torn tail at offset %d", self.path, limit - off, off)
         return records, off
 
-    def _valid_record_after(self, buf: Any, off: int, limit: int) -> bool:
+    def _valid_record_after(self, off: int, limit: int) -> bool:
         """Is there a whole, valid record right after the (bad) one at ``off``?"""
-        try:
-            length = struct.unpack_from("<I", buf, off + 8)[0]
-        except struct.error:
+        head = os.pread(self._fd, HEADER_SIZE, off)
+        if len(head) < HEADER_SIZE:
             return False
-        nxt = off + record.HEADER_SIZE + length
+        (length,) = _U32.unpack_from(head, 8)
+        nxt = off + HEADER_SIZE + length
         if length > self.max_record_bytes or nxt >= limit:
             return False
         try:
-            record.read_record(buf, nxt, limit, self.max_record_bytes, self.path)
-        except (TornRecord, CorruptionError):
+            self.read(nxt, limit)
+        except CorruptionError:
             return False
         return True

@@ -158,7 +158,7 @@ class SessionInstance:
             raise InvalidArgumentError(f"checkpoint reason must be one of {sorted(REASONS)}, not {reason!r}")
         event = {"seq": 0, "ts": self._ts(ts), "type": "checkpoint", "d": check_int("d", d),
                  "reason": reason, "stateId": ""}
-        self._record(event, state=codec.pack(state))
+        self._record(event, state=codec.pack_value(state))
         return str(event["stateId"])
 
     def llm_req(self, d: int, model: str, prompt_preview: str, receipt_key: str, ts: int | None = None) -> int:

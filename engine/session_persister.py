@@ -53,6 +53,9 @@ class SessionMeta:
     base: int = 0  # first REPL seq stored in this session's own stream
     cp_base: int = 0  # checkpoints inherited from the parent
     deleted: bool = False  # hidden, kept only while forks share its data
+    index_id: str | None = None  # the legacy index's sessionId when it differs from ``id``
+    raw_events: int = -1  # event count up to which stored legacy bytes override rendering
+    source: dict[str, str] | None = None  # digests of the legacy files an import came from
 
     def to_doc(self) -> dict[str, Any]:
         return dict(self.__dict__)

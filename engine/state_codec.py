@@ -9,7 +9,7 @@ A stored state is a dict::
 
     {"f": format, "b": base state id or None, "n": raw length, "z": lz4 block}
 
-``format`` is ``"m"`` (msgpack of the state value, states recorded through the
+``format`` is ``"m"`` (``codec.pack_value`` of the state, states recorded through the
 session layer) or ``"j"`` (the state's exact legacy JSON text, for imported
 sessions, so materializing reproduces it byte for byte).
 """
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 import lz4.block
-import msgpack
 
+from . import codec
 from .errors import CorruptionError
 
 KEYFRAME_EVERY = 32
@@ -88,7 +88,7 @@ def decode_raw(state_id: str, fetch: Callable[[str], Any], max_bytes: int) -> tu
 
 def raw_to_value(fmt: str, raw: bytes) -> Any:
     if fmt == "m":
-        return msgpack.unpackb(raw, raw=False, strict_map_key=False, unicode_errors="surrogatepass")
+        return codec.unpack_value(raw)
     if fmt == "j":
         return json.loads(raw.decode("utf-8", "surrogatepass"))
     raise CorruptionError(f"unknown state format {fmt!r}")

@@ -118,7 +118,6 @@ class Store:
         self.path = os.path.abspath(path)
         self.options = options
         self._lock = threading.RLock()
-        self._max_record_bytes = options.max_record_bytes
         self._closed = False
         self._writer_lock: WriterLock | None = None
         self._streams: dict[str, StreamState] = {}
@@ -403,16 +402,16 @@ class Store:
             values = list(values)
         if not values:
             raise InvalidArgumentError("append_batch needs at least one value")
-        packed = codec.pack_many(list(values))
+        packed, reference = codec.pack_many(list(values))
         with self._lock:
             self._check_writable()
             st = self._streams.get(stream)
             first = st.next_seq if st is not None else 0
-            rec = record.encode_events(st.id if st is not None else 0, first, packed)
+            rec = record.encode_events(st.id if st is not None else 0, first, packed, reference)
             self._check_size(rec)
             if st is None:
                 st = self._stream_for_write(stream)
-                rec = record.encode_events(st.id, first, packed)
+                rec = record.encode_events(st.id, first, packed, reference)
             flags = rec[13]
             self._append_record(rec, RecordType.EVENTS, flags, st.id, len(packed), first)
             lsn = self._lsn_written
@@ -424,14 +423,14 @@ class Store:
         if stream not in self._streams:
             check_stream_name(stream)
         raw_key = _check_key(key)
-        packed = codec.pack(value)
+        packed, reference = codec.pack(value)
         h = record.key_hash(raw_key)
-        rec = record.encode_blob(0, h, raw_key, packed)
+        rec = record.encode_blob(0, h, raw_key, packed, reference)
         self._check_size(rec)
         with self._lock:
             self._check_writable()
             st = self._stream_for_write(stream)
-            rec = record.encode_blob(st.id, h, raw_key, packed)
+            rec = record.encode_blob(st.id, h, raw_key, packed, reference)
             self._append_record(rec, RecordType.BLOB, rec[13], st.id, 0, h)
             lsn = self._lsn_written
         self._wait_durable(lsn)
@@ -575,8 +574,7 @@ class Store:
                 run = st.runs[bisect_right(st.run_starts, seq) - 1]
                 seg = run.segment
                 off = run.offs[bisect_right(run.keys, seq, run.lo, run.hi) - 1]
-            buf = seg.verified_buffer(off)
-        return record.event_at(buf, off, st.id, seq, seg.path, self._max_record_bytes)
+            return seg.event(off, st.id, seq)
 
     def scan(self, stream: str, start: int = 0, stop: int | None = None) -> Iterator[Any]:
         """Events ``start <= seq < stop`` in order (``stop`` defaults to the end as of the call).
