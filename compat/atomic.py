@@ -1,0 +1,54 @@
+"""Atomic file replacement: write a temporary file, fsync, rename, fsync the directory.
+
+A reader sees the old file or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable
+
+
+def _tmp_path(path: str) -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.tmp-{os.getpid()}")
+
+
+def remove_stale_temps(directory: str) -> None:
+    """Remove temporary files a killed writer left behind."""
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(directory):
+            if name.startswith(".") and ".tmp-" in name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, name))
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_file(path: str, chunks: Iterable[bytes], base: str | None = None) -> int:
+    """Atomically replace ``path`` by (a copy of ``base``, then) ``chunks``; return its size."""
+    tmp = _tmp_path(path)
+    try:
+        if base is not None:
+            shutil.copyfile(base, tmp)
+        with open(tmp, "ab" if base is not None else "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(os.path.dirname(path) or ".")
+    return size
