@@ -43,7 +43,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     total = len(legacy_names(args.legacy_dir)) + len(snapshot_names(args.legacy_dir))
     failed = 0
     counts: dict[str, int] = {}
-    with engine.open(args.store_dir) as store:
+    with engine.open(args.store_dir, compress_events=True) as store:
         catalog = SessionCatalog(store)
         bar = Progress(total, "import")
         for result in import_legacy(catalog, args.legacy_dir):

@@ -24,7 +24,7 @@ from typing import Any
 
 import xxhash
 
-from engine import codec
+from engine import codec, session_events
 from engine.errors import EncodeError, InvalidNameError, SeglogError, SessionExistsError
 from engine.session_catalog import CATALOG, SessionCatalog
 from engine.session_persister import SessionPersister, cp_stream, ev_stream
@@ -237,7 +237,7 @@ def _write_session(p: SessionPersister, events: list[dict[str, Any]], index: dic
     for key, receipt in index["receipts"].items():
         store.put_blob(ev, f"receipt/{key}", {"seq": resp_seq.get(key, -1), "receipt": _storable(receipt)})
     for i in range(0, len(events), EVENTS_PER_RECORD):
-        chunk = events[i : i + EVENTS_PER_RECORD]
+        chunk = [session_events.encode(e, i + j) for j, e in enumerate(events[i : i + EVENTS_PER_RECORD])]
         try:
             store.append_batch(ev, chunk)
         except EncodeError:

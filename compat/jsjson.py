@@ -35,12 +35,21 @@ surrogate is lone and is written as ``\\udXXX`` (lowercase hex).  So
 ``stringify(s) == stringify(s.encode("utf-16", "surrogatepass").decode("utf-16"))``
 whenever the latter decodes.
 
-Key order: canonical array-index keys (``"0"``, ``"1"``, ... below 2**32 - 1) first in
-ascending numeric order, then the other keys in insertion order.  Keys must be ``str``
-(other key types are outside the spec: the fast path converts them the way Python's
-``json`` does).  Other value types raise ``TypeError``; a cyclic value raises
-``RecursionError`` (JS throws a ``TypeError``), as does nesting deeper than Python's
-recursion limit (JS has a larger limit).
+Key order: canonical array-index keys (``"0"``, ``"1"``, ... up to 2**32 - 2, no sign,
+no leading zero) first in ascending numeric order, then the other keys in insertion
+order.  Empty containers print ``{}``/``[]`` also when indenting.
+
+Known differences from JavaScript (none of them can arise from values read with
+``json.loads`` from legacy files):
+
+* keys must be ``str``; other key types are not supported (the fast path lets Python's
+  ``json`` turn int/float/bool/None keys into strings, the reference path raises
+  ``TypeError``);
+* two different Python keys that are the same UTF-16 string (``"\\ud83d\\ude00"`` and
+  ``"\\U0001f600"``) in one dict are both written; a JS object would hold one property;
+* a cyclic value raises ``RecursionError`` (JS: ``TypeError``), and so does nesting
+  deeper than about Python's recursion limit (JS allows deeper nesting);
+* values of other types raise ``TypeError`` (there is no ``toJSON``/replacer).
 
 How it is fast
 --------------
@@ -62,17 +71,25 @@ signs.  That makes every fix-up a cheap, exact, C-speed test on the whole text:
 Any of NaN/Infinity, big ints, index keys or ``UNDEFINED`` makes one normalizing copy of
 the tree (Python speed) that is then encoded again.
 
-Indentation (``indent > 0``) on Python < 3.13 is done on the masked compact text: it is
-split before every ``}`` and each piece is formatted per starting depth through a
-bounded cache (pieces repeat a lot, e.g. the store entries of successive machine
-states); on 3.13+ the C encoder indents by itself.
+Indentation (``indent > 0``) on Python < 3.13 is done on the masked compact text (where
+``{}[],`` are exactly the structure): it is split after every ``}`` and each piece is
+formatted once per starting depth, then found in a bounded cache; a long piece is
+assembled from its parts split after every ``]``, cached the same way.  Pieces repeat a
+lot (the store entries and frames of successive machine states), so the per-piece cost
+is mostly one dict lookup.  On 3.13+ the C encoder indents by itself.
 
-Measured (Python 3.11, shared 2-core machine, ``bench`` in ``tests/test_jsjson.py``'s
-comments): the 10 machine states of ``mock-effects.index.json`` (34 KB each with
-``indent=2``) at about 150 MB/s of output with warm caches (about 110 MB/s on a cold
-cache, pure-Python ``json.dumps(indent=2)``: 40 MB/s); the whole ``.index.json`` at
-about the same; the 40 compact event lines of ``mock-effects.jsonl`` (about 100 bytes
-each) at about 45 MB/s (~2.3 us per line, mostly fixed per-call cost).
+Measured with ``python tests/test_jsjson.py`` (Python 3.11, on a shared 2-core machine
+with a load average of 2-5, so +-20%), MB/s of output:
+
+* the 10 machine states of ``mock-effects.index.json`` (34 KB each, ``indent=2``):
+  about 215 with warm caches, 105-140 when the caches are emptied before the 10 states
+  (the first one formats every piece, the others mostly hit), 30-37 when they are
+  emptied before every state (the worst case: nothing repeats);
+* the whole ``mock-effects.index.json`` (445 KB, ``indent=2``): 140-215;
+* the 40 compact event lines of ``mock-effects.jsonl`` (~100 bytes each): 40-50
+  (2-2.5 us per line, mostly fixed per-call cost);
+* for comparison, ``json.dumps(state, indent=2)`` (pure Python on 3.11): 33-39.
+On Python 3.13 (C indentation): about 210 warm, 165 and 68 in the two cold cases.
 """
 
 from __future__ import annotations
@@ -187,7 +204,7 @@ def js_number(x: int | float) -> str:
 
 # --------------------------------------------------------------------------- strings
 
-_SURROGATES: Final = re.compile("[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
+_SURROGATES: Final = re.compile(r"[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
 
 
 def _surrogate_repl(m: re.Match[str]) -> str:
@@ -233,7 +250,7 @@ def _is_index(k: str) -> bool:
     return _INDEX_RE.fullmatch(k) is not None and int(k) <= _MAX_INDEX
 
 
-_STR_CACHE_MAX: Final = 1 << 16
+_STR_CACHE_MAX: Final = 1 << 15
 _STR_CACHE_MAX_LEN: Final = 256
 
 
@@ -261,8 +278,12 @@ _STR_CACHE: Final = _StrCache()
 _UNMASK_PAIRS: Final = tuple(zip(_PLACEHOLDERS, _MASKED, strict=True))
 
 
-def _unmask(m: str) -> str:
-    for ph, ch in _UNMASK_PAIRS:
+_UNMASK_NOT_STRUCTURE: Final = _UNMASK_PAIRS[5:]  # ":.+-": the indenter needs no mask on them
+_UNMASK_STRUCTURE: Final = _UNMASK_PAIRS[:5]  # "{}[],"
+
+
+def _unmask(m: str, pairs: tuple[tuple[str, str], ...] = _UNMASK_PAIRS) -> str:
+    for ph, ch in pairs:
         if ph in m:
             m = m.replace(ph, ch)
     return m
@@ -317,23 +338,27 @@ _AFTER_NUMBER: Final = frozenset(b",]}\n")
 
 
 def _has_big_int(m: str) -> bool:
-    """Is there an integer token of 16+ digits (maybe beyond 2**53) in masked text?"""
+    """Is there an integer token beyond +-2**53 in masked text?  Such a token has 16 or
+    more digits: runs of 16 digits are found at C speed, then checked one by one."""
     if len(m) < 16:
         return False
-    b = m.encode("utf-8", "surrogatepass")
+    try:
+        b = m.encode("latin-1")  # a plain copy when it works; ASCII bytes are the same
+    except UnicodeEncodeError:
+        b = m.encode("utf-8", "surrogatepass")
     t = b.translate(_DIGITS_TO_ZERO)
-    i = t.find(_ZEROS16)
+    i = t.find(_ZEROS16)  # the leftmost such run: t[i - 1] is not a digit
     n = len(t)
     while i >= 0:
-        s = i
-        while s > 0 and t[s - 1] == 48:
-            s -= 1
         e = i + 16
         while e < n and t[e] == 48:
             e += 1
-        if s > 0 and b[s - 1] == 45:  # '-' (masked inside strings: a minus sign)
-            s -= 1
-        if (s == 0 or b[s - 1] in _BEFORE_NUMBER) and (e == n or t[e] in _AFTER_NUMBER):
+        s = i - 1 if i > 0 and b[i - 1] == 45 else i  # '-' is masked inside strings
+        if (
+            (s == 0 or b[s - 1] in _BEFORE_NUMBER)  # a whole token, not inside a string
+            and (e == n or t[e] in _AFTER_NUMBER)
+            and (e - i > 16 or int(b[i:e]) > _TWO53)
+        ):
             return True
         i = t.find(_ZEROS16, e)
     return False
@@ -422,36 +447,45 @@ class _Indenter:
     then found in a cache (``brace``).  A long piece (a big list of lists) rarely repeats
     as a whole, but its parts split at every ``]`` do (``bracket``)."""
 
-    __slots__ = ("brace", "bracket", "budget", "gap")
+    __slots__ = ("brace", "bracket", "budget", "gap", "newlines", "separators")
 
     def __init__(self, gap: str) -> None:
         self.gap = gap
         self.brace = _DepthCaches(self, "}")
         self.bracket = _DepthCaches(self, "]")
         self.budget = _PIECE_CACHE_BUDGET
+        self.newlines: list[str] = []  # "\n" + gap * depth
+        self.separators: list[str] = []  # ",\n" + gap * depth
+        self._grow(32)
+
+    def _grow(self, size: int) -> None:
+        for d in range(len(self.newlines), size):
+            self.newlines.append("\n" + self.gap * d)
+            self.separators.append(",\n" + self.gap * d)
 
     def format_text(self, text: str, d: int) -> tuple[str, int]:
         """Format masked compact text starting at depth ``d``; also the depth after it."""
-        gap = self.gap
         parts = _BRACKETS.split(text)  # text, bracket, text, ..., text
         n = len(parts)
-        first = parts[0]
-        out = [first.replace(",", ",\n" + gap * d) if "," in first else first]
+        if d + n >= len(self.newlines):
+            self._grow(d + n + 1)
+        nl = self.newlines
+        sep = self.separators
+        out = [parts[0].replace(",", sep[d])]
         i = 1
         while i < n:
             c = parts[i]
             if c == "{" or c == "[":
-                if i + 2 < n and not parts[i + 1] and (parts[i + 2] == "}" or parts[i + 2] == "]"):
+                if not parts[i + 1] and i + 2 < n and parts[i + 2] in "]}":
                     out.append(c + parts[i + 2])  # empty: "{}" / "[]"
                     i += 2
                 else:
                     d += 1
-                    out.append(c + "\n" + gap * d)
+                    out.append(c + nl[d])
             else:
                 d -= 1
-                out.append("\n" + gap * d + c)
-            t = parts[i + 1]
-            out.append(t.replace(",", ",\n" + gap * d) if "," in t else t)
+                out.append(nl[d] + c)
+            out.append(parts[i + 1].replace(",", sep[d]))
             i += 2
         return "".join(out), d
 
@@ -503,7 +537,7 @@ class _PieceCache(dict[str, tuple[str, int]]):
         else:
             r = owner.format_text(p + self.closer, self.depth)
         if len(p) <= _PIECE_MAX_LEN:
-            cost = 2 * len(p) + len(r[0])
+            cost = 2 * len(p) + len(r[0]) + 200  # + objects' overhead, roughly
             if owner.budget < cost:
                 owner.reset()
             owner.budget -= cost
@@ -558,7 +592,8 @@ def _stringify_fast(value: object, gap: str) -> str:
     ind = _INDENTERS.get(gap)
     if ind is None:
         ind = _INDENTERS[gap] = _Indenter(gap)
-    return _unmask(ind.indent(_encode_masked(value, _INDENT_BASE)))
+    m = _unmask(_encode_masked(value, _INDENT_BASE), _UNMASK_NOT_STRUCTURE)  # on the shorter text
+    return _unmask(ind.indent(m), _UNMASK_STRUCTURE)
 
 
 # --------------------------------------------------------------------------- reference

@@ -1,9 +1,12 @@
-"""A realistic demo: REPL-like sessions written into a store in a temporary directory.
+"""A realistic demo: REPL sessions saved through seglog, in a temporary directory.
 
-Run with ``python -m engine.demo``. It records sessions the way the REPL does
-(input, steps, result, checkpoints with states, LLM calls with receipts),
-then prints write throughput, bytes on disk, and how fast the store reopens
-and reads back.
+Run with ``python -m engine.demo``. Several sessions record commands the way
+the REPL does (an input, twenty steps, a result and a checkpoint with the
+machine state; every third command an LLM call with a 2 KB receipt) while the
+PersistenceManager saves them in the background. It prints the foreground
+cost per command, events/s, bytes on disk next to the size of the states
+recorded, how fast the store reopens and reads back, and materializes one
+session as legacy files.
 """
 
 from __future__ import annotations
@@ -12,82 +15,140 @@ import argparse
 import logging
 import os
 import random
+import shutil
+import statistics
 import tempfile
 import time
 from typing import Any
 
-from .store import open as open_store
+from .persistence_manager import PersistenceManager
+from .session_instance import SessionInstance
+from .session_pool import SessionPool
 
 log = logging.getLogger(__name__)
 
 
-def _events_of_command(rng: random.Random, seq: int, ts: int, n: int) -> list[dict[str, Any]]:
+def initial_state(rng: random.Random) -> dict[str, Any]:
+    """A machine state shaped like the REPL's (store entries, environment, budgets)."""
+    natives = ["+", "-", "*", "/", "car", "cdr", "cons", "list", "map", "filter", "signal", "error"]
+    entries: list[Any] = [[i, {"tag": "Native", "name": natives[i % len(natives)] + str(i), "arity": i % 4}]
+                          for i in range(180)]
+    return {
+        "control": {"tag": "Val", "v": {"tag": "Unit"}},
+        "envId": f"{rng.getrandbits(256):064x}",
+        "storeEntries": entries,
+        "storeNext": len(entries),
+        "kont": [],
+        "handlers": [],
+        "ctxTable": {"frames": [[f"binding-{i}", i] for i in range(120)], "profile": "pragmatic",
+                     "budgets": {"maxEvalSteps": 500000, "maxToolCalls": 100}},
+    }
+
+
+def run_command(session: SessionInstance, state: dict[str, Any], n: int, rng: random.Random) -> None:
+    """One REPL command: input, 20 steps, result, checkpoint (+ an LLM call every third)."""
     code = f"(define (f{n} x) (+ x {rng.randrange(1000)}))"
-    events: list[dict[str, Any]] = [{"seq": seq, "ts": ts, "type": "input", "code": code}]
+    session.input(code)
     for i in range(20):
-        events.append({"seq": seq + 1 + i, "ts": ts + i, "type": "step", "d": i % 3,
-                       "ctrl": f"(apply f{n} (list {i} {rng.randrange(10**6)}))"})
-    base = seq + 21
-    events.append({"seq": base, "ts": ts + 21, "type": "result", "value": f"f{n}"})
-    events.append({"seq": base + 1, "ts": ts + 22, "type": "checkpoint", "d": 0,
-                   "reason": "manual", "stateId": f"state-{base + 1}"})
-    return events
+        session.step(i % 3, f"(apply f{n} (list {i} {rng.randrange(10**6)}))")
+    if n % 3 == 0:
+        key = f"{rng.getrandbits(256):064x}"
+        session.effect(1, "infer.op", f'["\\"Summarize step {n}\\")"]')
+        session.llm_req(1, "mock-llm", f'"Summarize step {n}")', key)
+        session.llm_resp(1, f"summary {n}", 120, key, request={"op": "infer.op", "args": f"step {n}"},
+                         response={"content": "x" * 2000})
+        session.resume(1, f"summary {n}")
+    session.result(f"f{n}")
+    state["storeEntries"].append([state["storeNext"], {"tag": "Closure", "name": f"f{n}", "arity": 1}])
+    state["storeNext"] += 1
+    session.checkpoint(0, "manual", state)
 
 
-def run(sessions: int, commands: int, path: str) -> dict[str, float]:
+def run(path: str, sessions: int, commands: int) -> dict[str, float]:
     rng = random.Random(7)
-    state: dict[str, Any] = {"storeEntries": [[i, {"tag": "Native", "name": f"n{i}", "arity": i % 4}]
-                                              for i in range(300)], "storeNext": 300}
-    events = 0
+    pool = SessionPool(max_size=sessions)
+    pm = PersistenceManager(pool, path, save_interval=0.1, register_atexit=False)
+    states = [initial_state(rng) for _ in range(sessions)]
+    insts = [pm.create_session(f"session-{i:03d}") for i in range(sessions)]
+    costs: list[int] = []
     t0 = time.perf_counter()
-    with open_store(path) as store:
-        seqs = dict.fromkeys(range(sessions), 0)
-        for n in range(commands):
-            for s in range(sessions):
-                name = f"session-{s:04d}"
-                batch = _events_of_command(rng, seqs[s], 1795502436190 + n * 100, n)
-                store.append_batch(name, batch)
-                seqs[s] += len(batch)
-                state["storeNext"] = 300 + n
-                store.put_blob(name, batch[-1]["stateId"], state)
-                events += len(batch)
-        store.sync()
-        write_s = time.perf_counter() - t0
-        disk = store.stats().bytes_on_disk
+    for n in range(commands):
+        for inst, state in zip(insts, states, strict=True):
+            c0 = time.perf_counter_ns()
+            run_command(inst, state, n, rng)
+            costs.append(time.perf_counter_ns() - c0)
+    record_s = time.perf_counter() - t0
+    pm.shutdown()
+    total_s = time.perf_counter() - t0
+    events = sum(i.event_count for i in insts)
+    from . import codec
+
+    state_bytes = sum(len(codec.pack_value(s)) for s in states) * commands  # roughly, per checkpoint
+    disk = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
     t1 = time.perf_counter()
-    with open_store(path, readonly=True) as store:
-        open_s = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        read = sum(1 for info in store.streams() for _ in store.scan(info.name))
-        scan_s = time.perf_counter() - t2
-    return {"events": events, "write_s": write_s, "disk": disk, "open_s": open_s,
-            "read": read, "scan_s": scan_s}
+    pm2 = PersistenceManager(SessionPool(), path, register_atexit=False)
+    open_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    read = sum(len(pm2.events(m["name"])) for m in pm2.list_sessions())
+    read_s = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    state = pm2.get_state("session-000", pm2.checkpoints("session-000")[-1]["stateId"])
+    state_s = time.perf_counter() - t3
+    assert state == states[0]
+    pm2.shutdown()
+    costs.sort()
+    return {
+        "commands": sessions * commands, "events": events, "record_s": record_s, "total_s": total_s,
+        "p50_us": costs[len(costs) // 2] / 1000, "p99_us": costs[int(len(costs) * 0.99)] / 1000,
+        "mean_us": statistics.fmean(costs) / 1000, "disk": disk, "state_bytes": state_bytes,
+        "open_s": open_s, "read": read, "read_s": read_s, "state_s": state_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sessions", type=int, default=200)
-    parser.add_argument("--commands", type=int, default=50)
-    parser.add_argument("--keep", action="store_true", help="keep the store directory")
+    parser = argparse.ArgumentParser(description="seglog demo: REPL sessions saved in the background")
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--commands", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the store and the legacy files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.mkdtemp(prefix="seglog-demo-")
     path = os.path.join(tmp, "store")
-    r = run(args.sessions, args.commands, path)
-    out = [
-        f"store:        {path}{'' if args.keep else ' (removed)'}",
-        f"wrote:        {r['events']:,.0f} events + {args.sessions * args.commands:,} states "
-        f"in {args.sessions} sessions, {r['write_s']:.2f} s ({r['events'] / r['write_s']:,.0f} events/s)",
-        f"on disk:      {r['disk'] / 1e6:,.1f} MB",
-        f"reopen:       {r['open_s'] * 1000:.1f} ms",
-        f"read back:    {r['read']:,.0f} events in {r['scan_s']:.2f} s ({r['read'] / r['scan_s']:,.0f} events/s)",
+    r = run(path, args.sessions, args.commands)
+    legacy = os.path.join(tmp, "legacy")
+    legacy_bytes = _materialize_one(path, legacy)
+    lines = [
+        f"store:          {path}{'' if args.keep else ' (removed at exit)'}",
+        f"recorded:       {r['commands']:,.0f} commands, {r['events']:,.0f} events in {args.sessions} sessions, "
+        f"{r['record_s']:.2f} s ({r['events'] / r['record_s']:,.0f} events/s, saved in the background)",
+        f"per command:    p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us (input, 20 steps, result, "
+        f"checkpoint; LLM call every third)",
+        f"shutdown:       all saved after {r['total_s']:.2f} s",
+        f"on disk:        {r['disk'] / 1e6:,.2f} MB for ~{r['state_bytes'] / 1e6:,.0f} MB of checkpoint states "
+        f"recorded ({r['disk'] / r['state_bytes']:.2%})",
+        f"reopen:         {r['open_s'] * 1000:.1f} ms; read back {r['read']:,.0f} events in {r['read_s']:.2f} s; "
+        f"latest state of a session in {r['state_s'] * 1000:.1f} ms",
+        f"legacy files:   session-000 materialized as {legacy_bytes / 1e6:,.1f} MB "
+        f"({os.path.join(legacy, 'sessions')})",
     ]
+    print("\n".join(lines))
     if not args.keep:
-        import shutil
-
         shutil.rmtree(tmp)
-    print("\n".join(out))
     return 0
+
+
+def _materialize_one(store_path: str, out: str) -> int:
+    try:
+        from compat.materialize import materialize_session
+    except ImportError:  # compat not installed alongside
+        return 0
+    from engine.session_catalog import SessionCatalog
+
+    from .store import open as open_store
+
+    with open_store(store_path, readonly=True) as store:
+        m = materialize_session(SessionCatalog(store), "session-000", out)
+    return m.jsonl_bytes + m.index_bytes
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ class PersistenceManager:
         self.pool = pool
         self.save_interval = save_interval
         self.save_after = save_after
-        self.store: Store = open_store(directory, durability=durability, **(store_options or {}))
+        options = {"compress_events": True, **(store_options or {})}
+        self.store: Store = open_store(directory, durability=durability, **options)
         self.catalog = SessionCatalog(self.store)
         self._lock = self.catalog.lock
         if self.catalog.collect():

@@ -28,7 +28,7 @@ _U16 = struct.Struct("<H")
 U32 = struct.Struct("<I")
 TWO_U32 = struct.Struct("<II")
 
-FLAG_LZ4 = 0x01  # BLOB: the value is lz4-compressed
+FLAG_LZ4 = 0x01  # BLOB: the value is lz4-compressed; EVENTS: the whole payload is
 FLAG_EVENT_LZ4 = 0x02  # EVENTS: at least one event is lz4-compressed
 FLAG_REFERENCE = 0x04  # values need the reference msgpack decoder (lone surrogates, non-str keys...)
 
@@ -81,9 +81,15 @@ def events_payload(packed: list[bytes], reference: bool) -> tuple[bytes, int]:
     return b"".join((table, ARRAY_HEADER.pack(0xDD, n), *items)), flags
 
 
-def encode_events(stream_id: int, first_seq: int, packed: list[bytes], reference: bool = False) -> bytes:
-    """Frame already-packed events as one EVENTS record."""
+def encode_events(stream_id: int, first_seq: int, packed: list[bytes], reference: bool = False,
+                  compress: bool = False) -> bytes:
+    """Frame already-packed events as one EVENTS record (compressed as a whole when
+    ``compress`` and that pays)."""
     payload, flags = events_payload(packed, reference)
+    if compress and not flags & FLAG_EVENT_LZ4:
+        small = codec.maybe_compress(payload)
+        if small is not None:
+            payload, flags = small, flags | FLAG_LZ4
     return frame(RecordType.EVENTS, flags, stream_id, len(packed), first_seq, payload)
 
 
@@ -146,6 +152,18 @@ class RecordView:
         return codec.unpack(data, reference)
 
     # -- EVENTS -------------------------------------------------------------
+    def expanded(self, max_bytes: int) -> RecordView:
+        """This EVENTS record with its payload decompressed (itself when not compressed)."""
+        if self.rtype != RecordType.EVENTS or not self.flags & FLAG_LZ4:
+            return self
+        payload = codec.decompress(self.payload(), max_bytes, self.path, self.offset)
+        buf = bytes(self.buf[self.base : self.base + HEADER_SIZE]) + payload
+        view = RecordView(buf, 0, self.offset, len(payload), self.rtype, self.flags & ~FLAG_LZ4,
+                          self.stream_id, self.count, self.seq, self.path)
+        if 4 * view.count + ARRAY_HEADER.size > view.length:
+            raise self._corrupt(f"event record with impossible count {view.count}")
+        return view
+
     def table(self) -> bytes:
         """The offset table of an EVENTS record."""
         start = self.base + HEADER_SIZE
@@ -153,6 +171,8 @@ class RecordView:
 
     def event(self, index: int, max_bytes: int) -> Any:
         """Decode the event at position ``index`` of this EVENTS record."""
+        if self.flags & FLAG_LZ4:
+            return self.expanded(max_bytes).event(index, max_bytes)
         p = self.base + HEADER_SIZE
         n = self.count
         raw_end = U32.unpack_from(self.buf, p + 4 * index)[0]
@@ -173,6 +193,8 @@ class RecordView:
 
     def events(self, max_bytes: int) -> list[Any]:
         """Decode all events of this EVENTS record in one msgpack call."""
+        if self.flags & FLAG_LZ4:
+            return self.expanded(max_bytes).events(max_bytes)
         n = self.count
         p = self.base + HEADER_SIZE
         data = memoryview(self.buf)[p + 4 * n : p + self.length]
@@ -244,6 +266,7 @@ def read_record(buf: Any, base: int, limit: int, max_record_bytes: int, path: st
         raise CorruptionError("record checksum mismatch", path, where)
     if rtype not in _VALID_TYPES:
         raise CorruptionError(f"unknown record type {rtype}", path, where)
-    if rtype == RecordType.EVENTS and (count == 0 or 4 * count + ARRAY_HEADER.size > length):
+    if rtype == RecordType.EVENTS and (count == 0 or (4 * count + ARRAY_HEADER.size > length
+                                                      and not flags & FLAG_LZ4)):
         raise CorruptionError(f"event record with impossible count {count}", path, where)
     return RecordView(buf, base, where, length, rtype, flags, stream_id, count, seq, path)

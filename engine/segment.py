@@ -16,7 +16,16 @@ from typing import Any
 
 from . import codec, record
 from .errors import CorruptionError
-from .record import ARRAY_HEADER, END_MASK, EVENT_COMPRESSED, FLAG_REFERENCE, HEADER_SIZE, RecordView, TornRecord
+from .record import (
+    ARRAY_HEADER,
+    END_MASK,
+    EVENT_COMPRESSED,
+    FLAG_LZ4,
+    FLAG_REFERENCE,
+    HEADER_SIZE,
+    RecordView,
+    TornRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,8 @@ class LogSegment:
         # EVENTS records: records never change once written, so each is verified
         # once (like a block cache), not on every point read.
         self._events: dict[int, tuple[int, int, int, int, bytes]] = {}
+        # offset -> decompressed view of compressed EVENTS records, the last few.
+        self._expanded: dict[int, RecordView] = {}
 
     # -- life cycle -----------------------------------------------------------
     @classmethod
@@ -136,6 +147,7 @@ class LogSegment:
         os.fsync(self._fd)
         self.size = size
         self._events.clear()
+        self._expanded.clear()
 
     # -- reading --------------------------------------------------------------
     def pread(self, length: int, offset: int) -> bytes:
@@ -171,7 +183,7 @@ class LogSegment:
             if rec.rtype != record.RecordType.EVENTS:
                 raise CorruptionError(f"index points at a record of type {rec.rtype}, not events",
                                       self.path, offset)
-            info = (rec.stream_id, rec.seq, rec.count, rec.flags, rec.table())
+            info = (rec.stream_id, rec.seq, rec.count, rec.flags, b"" if rec.flags & FLAG_LZ4 else rec.table())
             if len(self._events) >= _RECORD_CACHE_LIMIT:
                 self._events.clear()
             self._events[offset] = info
@@ -180,6 +192,8 @@ class LogSegment:
         if sid != stream_id or not 0 <= i < count:
             raise CorruptionError(f"index points at the wrong record for stream {stream_id} seq {seq}",
                                   self.path, offset)
+        if flags & FLAG_LZ4:
+            return self.expanded(offset).event(i, self.max_record_bytes)
         if i:
             start, end = _TWO_U32.unpack_from(table, 4 * i - 4)
             start &= END_MASK
@@ -194,6 +208,16 @@ class LogSegment:
             return codec.fast_unpack(data)
         except Exception as exc:
             raise CorruptionError(f"event {i} does not decode: {exc}", self.path, offset) from exc
+
+    def expanded(self, offset: int) -> RecordView:
+        """The compressed EVENTS record at ``offset``, decompressed (the last few are kept)."""
+        view = self._expanded.get(offset)
+        if view is None:
+            view = self.read(offset).expanded(self.max_record_bytes)
+            if len(self._expanded) >= 8:
+                self._expanded.pop(next(iter(self._expanded)))
+            self._expanded[offset] = view
+        return view
 
     def scan(self, start: int, end: int | None = None) -> Iterator[RecordView]:
         """Yield verified records from ``start``; stop quietly at a torn tail.

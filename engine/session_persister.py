@@ -2,7 +2,8 @@
 
 A session with internal id ``uid`` owns these streams of the engine:
 
-``ev/<uid>``  its own events (engine seq ``k`` is REPL seq ``base + k``), plus
+``ev/<uid>``  its own events (engine seq ``k`` is REPL seq ``base + k``; stored
+              compactly, see ``session_events``), plus
               blobs ``state/<stateId>`` (delta-compressed states, see
               ``state_codec``) and ``receipt/<key>`` (``{seq, receipt}``, the
               last write wins; their order is that of the llm_resp events)
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from . import session_events
 from .errors import BlobNotFoundError, CorruptionError, NotFoundError
 from .session_instance import Changes, SessionInstance
 from .state_codec import StateEncoder, decode_raw, raw_to_value
@@ -105,7 +107,8 @@ class IncrementalWriter:
             # A retried save may find its first events already committed.
             events = events[stored - first :]
         if events:
-            store.append_batch(ev, events)  # the commit point
+            first = events[0]["seq"]
+            store.append_batch(ev, [session_events.encode(e, first + i) for i, e in enumerate(events)])  # commit
             records += 1
         cp = cp_stream(uid)
         last_cp = store.get(cp, store.next_seq(cp) - 1)["seq"] if store.has_stream(cp) else -1
@@ -195,7 +198,10 @@ class SessionPersister:
         if end > base:
             ev = ev_stream(self.meta.uid)
             if self.store.has_stream(ev):
-                yield from self.store.scan(ev, max(start, base) - base, end - base)
+                first = max(start, base)
+                decode = session_events.decode
+                for i, stored in enumerate(self.store.scan(ev, first - base, end - base)):
+                    yield decode(stored, first + i)
 
     def checkpoints(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
         """Checkpoint entries (``{seq, stateId, reason}``) by position ``start..stop``."""

@@ -359,7 +359,13 @@ class Store:
                 self._pending = bytearray()
 
     def _check_size(self, rec: bytes) -> None:
+        """Refuse a record whose payload, or the value it decompresses to, is over the limit."""
         payload = len(rec) - record.HEADER_SIZE
+        if rec[13] & record.FLAG_LZ4:
+            at = record.HEADER_SIZE
+            if rec[12] == RecordType.BLOB:
+                at += 2 + int.from_bytes(rec[at : at + 2], "little")
+            payload = max(payload, int.from_bytes(rec[at : at + 4], "little"))
         if payload > self.options.max_record_bytes:
             raise RecordTooLargeError(
                 f"record payload of {payload} bytes exceeds max_record_bytes={self.options.max_record_bytes}"
@@ -407,11 +413,12 @@ class Store:
             self._check_writable()
             st = self._streams.get(stream)
             first = st.next_seq if st is not None else 0
-            rec = record.encode_events(st.id if st is not None else 0, first, packed, reference)
+            compress = self.options.compress_events
+            rec = record.encode_events(st.id if st is not None else 0, first, packed, reference, compress)
             self._check_size(rec)
             if st is None:
                 st = self._stream_for_write(stream)
-                rec = record.encode_events(st.id, first, packed, reference)
+                rec = record.encode_events(st.id, first, packed, reference, compress)
             flags = rec[13]
             self._append_record(rec, RecordType.EVENTS, flags, st.id, len(packed), first)
             lsn = self._lsn_written
@@ -779,7 +786,7 @@ def open(path: str | os.PathLike[str], **options: Any) -> Store:
 
     Options are the fields of :class:`StoreOptions`: ``durability`` ("process",
     "power" or "relaxed"), ``segment_bytes``, ``max_record_bytes``,
-    ``flush_interval``, ``buffer_bytes``, ``readonly``, ``create``.
+    ``flush_interval``, ``buffer_bytes``, ``compress_events``, ``readonly``, ``create``.
     """
     try:
         opts = StoreOptions(**options)
