@@ -71,6 +71,9 @@ signs.  That makes every fix-up a cheap, exact, C-speed test on the whole text:
 Any of NaN/Infinity, big ints, index keys or ``UNDEFINED`` makes one normalizing copy of
 the tree (Python speed) that is then encoded again.
 
+The caches are module-level and bounded; they are only used through single ``dict``
+operations, so concurrent calls from several threads are safe.
+
 Indentation (``indent > 0``) on Python < 3.13 is done on the masked compact text (where
 ``{}[],`` are exactly the structure): it is split after every ``}`` and each piece is
 formatted once per starting depth, then found in a bounded cache; a long piece is
@@ -84,7 +87,7 @@ with a load average of 2-5, so +-20%), MB/s of output:
 * the 10 machine states of ``mock-effects.index.json`` (34 KB each, ``indent=2``):
   about 215 with warm caches, 105-140 when the caches are emptied before the 10 states
   (the first one formats every piece, the others mostly hit), 30-37 when they are
-  emptied before every state (the worst case: nothing repeats);
+  emptied before every state (the worst case: every piece is formatted afresh);
 * the whole ``mock-effects.index.json`` (445 KB, ``indent=2``): 140-215;
 * the 40 compact event lines of ``mock-effects.jsonl`` (~100 bytes each): 40-50
   (2-2.5 us per line, mostly fixed per-call cost);
@@ -458,19 +461,22 @@ class _Indenter:
         self.separators: list[str] = []  # ",\n" + gap * depth
         self._grow(32)
 
-    def _grow(self, size: int) -> None:
-        for d in range(len(self.newlines), size):
-            self.newlines.append("\n" + self.gap * d)
-            self.separators.append(",\n" + self.gap * d)
+    def _grow(self, size: int) -> tuple[list[str], list[str]]:
+        # new lists, swapped in whole: a concurrent reader keeps a consistent pair
+        gap = self.gap
+        nl = ["\n" + gap * d for d in range(size)]
+        sep = [",\n" + gap * d for d in range(size)]
+        self.newlines, self.separators = nl, sep
+        return nl, sep
 
     def format_text(self, text: str, d: int) -> tuple[str, int]:
         """Format masked compact text starting at depth ``d``; also the depth after it."""
         parts = _BRACKETS.split(text)  # text, bracket, text, ..., text
         n = len(parts)
-        if d + n >= len(self.newlines):
-            self._grow(d + n + 1)
         nl = self.newlines
         sep = self.separators
+        if d + n >= len(nl) or d + n >= len(sep):
+            nl, sep = self._grow(max(d + n + 1, 2 * len(nl)))
         out = [parts[0].replace(",", sep[d])]
         i = 1
         while i < n:
