@@ -36,20 +36,20 @@ _fast_pack = ormsgpack.packb
 fast_unpack = ormsgpack.unpackb
 
 
-def _reference_packer() -> msgpack.Packer:
-    return msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass", datetime=False)
-
-
-_packer = _reference_packer()
-
-
 def _reference_pack(values: list[Any]) -> list[bytes]:
+    """Encode with the reference package (a packer per call: packers are not thread-safe),
+    and make sure each value decodes again (a tuple map key, say, encodes but does not)."""
+    packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass", datetime=False)
     try:
-        p = _packer.pack
-        return [p(v) for v in values]
+        out = [packer.pack(v) for v in values]
     except (TypeError, ValueError, OverflowError) as exc:
-        _packer.reset()  # a failed pack can leave the buffer dirty
         raise EncodeError(f"value cannot be stored: {exc}") from exc
+    for data in out:
+        try:
+            unpack(data, True)
+        except Exception as exc:
+            raise EncodeError(f"value cannot be stored: it would not read back ({exc})") from exc
+    return out
 
 
 def pack_many(values: list[Any]) -> tuple[list[bytes], bool]:

@@ -27,6 +27,8 @@ class Manifest:
     segments: list[int] = field(default_factory=list)
     next_segment_id: int = 1
     generation: int = 0
+    #: The largest max_record_bytes any writer used: the limit reads check lengths against.
+    max_record_bytes: int = 0
 
     def _body(self) -> dict[str, object]:
         return {
@@ -34,6 +36,7 @@ class Manifest:
             "generation": self.generation,
             "segments": self.segments,
             "next_segment_id": self.next_segment_id,
+            "max_record_bytes": self.max_record_bytes,
         }
 
     @staticmethod
@@ -57,7 +60,8 @@ class Manifest:
             raise CorruptionError("manifest checksum mismatch", path)
         if doc.get("format") != MANIFEST_FORMAT:
             raise CorruptionError(f"unsupported manifest format {doc.get('format')!r}", path)
-        return cls([int(s) for s in doc["segments"]], int(doc["next_segment_id"]), int(doc["generation"]))
+        return cls([int(s) for s in doc["segments"]], int(doc["next_segment_id"]), int(doc["generation"]),
+                   int(doc.get("max_record_bytes", 0)))
 
     def save(self, directory: str) -> None:
         self.generation += 1

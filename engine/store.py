@@ -132,7 +132,9 @@ class Store:
         self._idx_written = 0  # bytes of _act_entries already in the .idx file
         self._synced_end = 0  # offset in the active segment known to be on disk
         self._lsn_written = 0  # bytes appended since open
-        self._act_start_lsn = 0
+        self._act_start_lsn = 0  # lsn at which the active segment became active
+        self._act_lsn_offset = 0  # offset in the active segment = lsn + this
+        self._read_limit = options.max_record_bytes
         self._flusher: BackgroundFlusher | None = None
         self._act_idx: ActiveIndexFile | None = None
         self._open()
@@ -168,19 +170,24 @@ class Store:
                 raise CorruptionError("segment files present but MANIFEST is missing", self.path)
             if opts.readonly or not opts.create:
                 raise NotFoundError(f"no store at {self.path}")
-            manifest = Manifest()
+            manifest = Manifest(max_record_bytes=opts.max_record_bytes)
             sid = manifest.allocate_segment_id()
             LogSegment.create(self.path, sid, opts.max_record_bytes).close()
             ActiveIndexFile.create(self.path, sid).close()
             manifest.segments = [sid]
             manifest.save(self.path)
         self._manifest = manifest
+        if not opts.readonly and manifest.max_record_bytes < opts.max_record_bytes:
+            manifest.max_record_bytes = opts.max_record_bytes
+            manifest.save(self.path)
+        # Records are read against the largest limit they were ever written with.
+        limit = self._read_limit = max(manifest.max_record_bytes, opts.max_record_bytes)
         if not opts.readonly:
             self._remove_orphans()
         for sid in manifest.segments[:-1]:
-            seg = LogSegment.open(self.path, sid, False, opts.max_record_bytes)
+            seg = LogSegment.open(self.path, sid, False, limit)
             self._sealed.append((seg, self._load_sealed(seg)))
-        self._active = LogSegment.open(self.path, manifest.segments[-1], not opts.readonly, opts.max_record_bytes)
+        self._active = LogSegment.open(self.path, manifest.segments[-1], not opts.readonly, limit)
         entries = self._recover_active()
         for seg, idx in self._sealed:
             self._apply_sealed(seg, idx)
@@ -269,6 +276,7 @@ class Store:
             self._act_entries = bytearray(body)
             self._idx_written = len(body)
         self._synced_end = seg.size
+        self._act_lsn_offset = seg.size  # offset in the active segment of lsn 0
         return entries
 
     def _apply_sealed(self, seg: LogSegment, idx: SealedIndex) -> None:
@@ -288,9 +296,12 @@ class Store:
             size = (entries[i + 1].offset if i + 1 < len(entries) else seg.size) - e.offset
             self._index_record(e.offset, e.seq, e.stream_id, e.events, e.rtype, e.flags, size, entry=False)
             if e.rtype == RecordType.STREAM_CREATE:
-                self._add_stream(e.stream_id, seg.read(e.offset).name())
+                name = seg.read(e.offset).name()
+                self._add_stream(e.stream_id, name)
+                self._act_creates[e.stream_id] = name
             elif e.rtype == RecordType.STREAM_DROP:
                 self._remove_stream(e.stream_id)
+                self._act_streams.discard(e.stream_id)
 
     def _add_stream(self, sid: int, name: str) -> StreamState:
         st = StreamState(sid, name)
@@ -358,14 +369,9 @@ class Store:
                 # A failed write leaves the segment's size where the OS put it.
                 self._pending = bytearray()
 
-    def _check_size(self, rec: bytes) -> None:
-        """Refuse a record whose payload, or the value it decompresses to, is over the limit."""
-        payload = len(rec) - record.HEADER_SIZE
-        if rec[13] & record.FLAG_LZ4:
-            at = record.HEADER_SIZE
-            if rec[12] == RecordType.BLOB:
-                at += 2 + int.from_bytes(rec[at : at + 2], "little")
-            payload = max(payload, int.from_bytes(rec[at : at + 4], "little"))
+    def _check_size(self, payload: int) -> None:
+        """Refuse a record whose uncompressed payload is over the limit (so that whatever
+        was written decompresses within the limit that reads check)."""
         if payload > self.options.max_record_bytes:
             raise RecordTooLargeError(
                 f"record payload of {payload} bytes exceeds max_record_bytes={self.options.max_record_bytes}"
@@ -402,20 +408,20 @@ class Store:
 
         Returns the sequence number of the first; the others follow it.
         """
-        if stream not in self._streams:
+        if not isinstance(stream, str) or stream not in self._streams:
             check_stream_name(stream)
         if not isinstance(values, (list, tuple)):
             values = list(values)
         if not values:
             raise InvalidArgumentError("append_batch needs at least one value")
         packed, reference = codec.pack_many(list(values))
+        self._check_size(record.ARRAY_HEADER.size + 4 * len(packed) + sum(map(len, packed)))
         with self._lock:
             self._check_writable()
             st = self._streams.get(stream)
             first = st.next_seq if st is not None else 0
             compress = self.options.compress_events
             rec = record.encode_events(st.id if st is not None else 0, first, packed, reference, compress)
-            self._check_size(rec)
             if st is None:
                 st = self._stream_for_write(stream)
                 rec = record.encode_events(st.id, first, packed, reference, compress)
@@ -427,13 +433,12 @@ class Store:
 
     def put_blob(self, stream: str, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` in the stream; the last write wins."""
-        if stream not in self._streams:
+        if not isinstance(stream, str) or stream not in self._streams:
             check_stream_name(stream)
         raw_key = _check_key(key)
         packed, reference = codec.pack(value)
         h = record.key_hash(raw_key)
-        rec = record.encode_blob(0, h, raw_key, packed, reference)
-        self._check_size(rec)
+        self._check_size(2 + len(raw_key) + len(packed))
         with self._lock:
             self._check_writable()
             st = self._stream_for_write(stream)
@@ -446,9 +451,7 @@ class Store:
         """Delete a stream with its events and blobs. Space returns at compaction."""
         with self._lock:
             self._check_writable()
-            st = self._streams.get(name)
-            if st is None:
-                raise UnknownStreamError(f"no stream named {name!r} in {self.path}")
+            st = self._stream(name)
             rec = record.frame(RecordType.STREAM_DROP, 0, st.id, 0, 0, b"")
             self._append_record(rec, RecordType.STREAM_DROP, 0, st.id, 0, 0)
             self._remove_stream(st.id)
@@ -465,7 +468,7 @@ class Store:
 
     def _on_synced(self, lsn: int) -> None:
         with self._lock:
-            end = SEGMENT_HEADER_SIZE + (lsn - self._act_start_lsn)
+            end = self._act_lsn_offset + lsn
             if lsn >= self._act_start_lsn and end > self._synced_end:
                 self._synced_end = min(end, self._active.size)
 
@@ -514,7 +517,7 @@ class Store:
         self._synced_end = old.size
         self._write_index()
         new_id = self._manifest.allocate_segment_id()
-        new = LogSegment.create(self.path, new_id, self.options.max_record_bytes)
+        new = LogSegment.create(self.path, new_id, self._read_limit)
         new_idx = ActiveIndexFile.create(self.path, new_id)
         self._manifest.segments.append(new_id)
         self._manifest.save(self.path)
@@ -527,10 +530,11 @@ class Store:
         self._act_idx.remove()
         old.writable = False
         self._sealed.append((old, sidx))
-        for sid in self._act_streams:
+        live = [sid for sid in self._act_streams if sid in self._by_id]
+        for sid in live:
             self._by_id[sid].clear_active()
         by_id = {d.stream_id: d for d in sidx.streams}
-        for sid in self._act_streams:
+        for sid in live:
             st = self._by_id[sid]
             d = by_id[sid]
             st.nbytes -= d.nbytes  # add_sealed counts them again
@@ -547,11 +551,14 @@ class Store:
         self._idx_written = 0
         self._synced_end = new.size
         self._act_start_lsn = self._lsn_written
+        self._act_lsn_offset = new.size - self._lsn_written
         log.info("%s: sealed segment %d, active is now %d", self.path, old.segment_id, new_id)
 
     # ------------------------------------------------------------ read path
     def _stream(self, name: str) -> StreamState:
         self._check_open()
+        if not isinstance(name, str):
+            raise InvalidNameError(f"stream name must be a str, not {type(name).__name__}")
         st = self._streams.get(name)
         if st is None:
             raise UnknownStreamError(f"no stream named {name!r} in {self.path}")
@@ -565,7 +572,7 @@ class Store:
     def get(self, stream: str, seq: int) -> Any:
         """The event ``seq`` of ``stream``."""
         with self._lock:
-            st = self._streams.get(stream)
+            st = self._streams.get(stream) if isinstance(stream, str) else None
             if st is None or self._closed:
                 self._stream(stream)  # raises the right error
                 raise AssertionError
@@ -656,7 +663,7 @@ class Store:
     def has_stream(self, name: str) -> bool:
         with self._lock:
             self._check_open()
-            return name in self._streams
+            return isinstance(name, str) and name in self._streams
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.has_stream(name)
