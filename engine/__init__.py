@@ -21,6 +21,7 @@ from .errors import (
     SessionExistsError,
     StoreClosedError,
     StoreLockedError,
+    TruncatedRecordError,
     UnknownSessionError,
     UnknownStreamError,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "StoreOptions",
     "StoreStats",
     "StreamInfo",
+    "TruncatedRecordError",
     "UnknownReceiptError",
     "UnknownSessionError",
     "UnknownStateError",

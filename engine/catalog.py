@@ -98,8 +98,8 @@ class StreamState:
         run = self.runs[bisect_right(self.run_starts, seq) - 1]
         return run.segment, run.offs[bisect_right(run.keys, seq, run.lo, run.hi) - 1]
 
-    def locations_from(self, seq: int, active: LogSegment) -> Iterator[tuple[LogSegment, int]]:
-        """Record locations in seq order, starting with the record holding ``seq``."""
+    def locations_from(self, seq: int, active: LogSegment) -> Iterator[tuple[LogSegment, int, int]]:
+        """``(segment, record offset, first seq)`` in seq order, from the record holding ``seq``."""
         acts = self.act_seqs
         if not acts or seq < acts[0]:
             r = bisect_right(self.run_starts, seq) - 1
@@ -108,13 +108,13 @@ class StreamState:
                 run = runs[i]
                 j = bisect_right(run.keys, seq, run.lo, run.hi) - 1 if i == r else run.lo
                 for k in range(max(j, run.lo), run.hi):
-                    yield run.segment, run.offs[k]
+                    yield run.segment, run.offs[k], run.keys[k]
             start = 0
         else:
             start = bisect_right(acts, seq) - 1
         offs = self.act_offs
         for k in range(start, len(offs)):
-            yield active, offs[k]
+            yield active, offs[k], acts[k]
 
     def blob_candidates(self, key_hash: int, active: LogSegment) -> Iterator[tuple[LogSegment, int]]:
         """Locations of blob records with this key hash, newest first."""

@@ -69,6 +69,10 @@ class CorruptionError(SeglogError):
         self.offset = offset
 
 
+class TruncatedRecordError(CorruptionError):
+    """A record runs past the end of its file (the file was cut short)."""
+
+
 class UnknownSessionError(NotFoundError):
     """No session of that name exists."""
 

@@ -54,14 +54,17 @@ class Manifest:
         try:
             doc = json.loads(raw)
             checksum = doc.pop("checksum")
-        except (ValueError, KeyError, AttributeError) as exc:
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
             raise CorruptionError(f"manifest is not valid JSON: {exc}", path) from exc
         if cls._checksum(doc) != checksum:
             raise CorruptionError("manifest checksum mismatch", path)
         if doc.get("format") != MANIFEST_FORMAT:
             raise CorruptionError(f"unsupported manifest format {doc.get('format')!r}", path)
-        return cls([int(s) for s in doc["segments"]], int(doc["next_segment_id"]), int(doc["generation"]),
-                   int(doc.get("max_record_bytes", 0)))
+        try:
+            return cls([int(s) for s in doc["segments"]], int(doc["next_segment_id"]), int(doc["generation"]),
+                       int(doc.get("max_record_bytes", 0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptionError(f"manifest lacks a valid field: {exc}", path) from exc
 
     def save(self, directory: str) -> None:
         self.generation += 1

@@ -207,7 +207,7 @@ class SealedIndex:
     """The mmap'd, sorted index of a sealed segment."""
 
     def __init__(self, path: str, segment_id: int, data_end: int, streams: list[StreamDir],
-                 meta: SegmentMeta, map_: mmap.mmap | None, ev_seqs: Sequence[int],
+                 meta: SegmentMeta, map_: mmap.mmap | bytes | None, ev_seqs: Sequence[int],
                  ev_offs: Sequence[int], bl_hashes: Sequence[int], bl_offs: Sequence[int]) -> None:
         self.path = path
         self.segment_id = segment_id
@@ -344,7 +344,7 @@ class SealedIndex:
         for col in (self.ev_seqs, self.ev_offs, self.bl_hashes, self.bl_offs):
             if isinstance(col, memoryview):
                 col.release()
-        if self._map is not None:
+        if isinstance(self._map, mmap.mmap):
             with contextlib.suppress(BufferError):
                 self._map.close()
-            self._map = None
+        self._map = None

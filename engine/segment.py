@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 from collections.abc import Iterator
 from typing import Any
 
 from . import codec, record
-from .errors import CorruptionError
+from .errors import CorruptionError, TruncatedRecordError
 from .record import (
     ARRAY_HEADER,
     END_MASK,
@@ -36,6 +37,8 @@ SEGMENT_HEADER = struct.Struct("<8sHHIQQ")
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 32
 
 _SCAN_WINDOW = 1 << 20
+# type (1-4), flags, reserved u16 == 0: bytes 12..16 of a record header
+_CANDIDATE = re.compile(rb"[\x01-\x04][\x00-\x07]\x00\x00", re.DOTALL)
 # Verified EVENTS records whose header fields and offset table are kept, per segment.
 _RECORD_CACHE_LIMIT = 1 << 16
 _TWO_U32 = record.TWO_U32
@@ -160,14 +163,14 @@ class LogSegment:
         """Read and verify the record at ``offset`` (which must end before ``limit``)."""
         end = self.size if limit is None else limit
         if offset + HEADER_SIZE > end:
-            raise CorruptionError("record header runs past the end of the segment", self.path, offset)
+            raise TruncatedRecordError("record header runs past the end of the segment", self.path, offset)
         head = self.pread(HEADER_SIZE, offset)
         (length,) = _U32.unpack_from(head, 8)
         if length > self.max_record_bytes:
             raise CorruptionError(f"record length {length} exceeds the limit {self.max_record_bytes}",
                                   self.path, offset)
         if offset + HEADER_SIZE + length > end:
-            raise CorruptionError("record runs past the end of the segment", self.path, offset)
+            raise TruncatedRecordError("record runs past the end of the segment", self.path, offset)
         data = head + self.pread(length, offset + HEADER_SIZE)
         try:
             return record.read_record(data, 0, len(data), self.max_record_bytes, self.path, offset)
@@ -280,16 +283,21 @@ class LogSegment:
         return records, off
 
     def _valid_record_after(self, off: int, limit: int) -> bool:
-        """Is there a whole, valid record right after the (bad) one at ``off``?"""
-        head = os.pread(self._fd, HEADER_SIZE, off)
-        if len(head) < HEADER_SIZE:
-            return False
-        (length,) = _U32.unpack_from(head, 8)
-        nxt = off + HEADER_SIZE + length
-        if length > self.max_record_bytes or nxt >= limit:
-            return False
-        try:
-            self.read(nxt, limit)
-        except CorruptionError:
-            return False
-        return True
+        """Is there a whole, valid record anywhere after the bad one at ``off``?
+
+        A torn write leaves nothing valid behind it; damage in the middle of the
+        data (a flipped length field included) does. Candidates are found by
+        their header's shape (type 1-4, reserved bytes zero) and confirmed by
+        their checksum.
+        """
+        data = os.pread(self._fd, limit - off - 1, off + 1) if limit > off + 1 else b""
+        for m in _CANDIDATE.finditer(data):
+            start = m.start() - 12
+            if start < 0:
+                continue
+            try:
+                record.read_record(data, start, len(data), self.max_record_bytes, self.path)
+            except (TornRecord, CorruptionError):
+                continue
+            return True
+        return False

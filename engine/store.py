@@ -21,6 +21,7 @@ import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import takewhile
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +38,7 @@ from .errors import (
     ReadOnlyError,
     RecordTooLargeError,
     StoreClosedError,
+    TruncatedRecordError,
     UnknownStreamError,
 )
 from .lockfile import WriterLock
@@ -166,10 +168,12 @@ class Store:
         manifest = Manifest.load(self.path)
         if manifest is None:
             leftovers = [n for n in os.listdir(self.path) if _FILE_RE.match(n)]
-            if leftovers:
+            if leftovers and not self._interrupted_creation(leftovers):
                 raise CorruptionError("segment files present but MANIFEST is missing", self.path)
             if opts.readonly or not opts.create:
                 raise NotFoundError(f"no store at {self.path}")
+            for name in leftovers:  # an empty first segment from a creation that was killed
+                os.unlink(os.path.join(self.path, name))
             manifest = Manifest(max_record_bytes=opts.max_record_bytes)
             sid = manifest.allocate_segment_id()
             LogSegment.create(self.path, sid, opts.max_record_bytes).close()
@@ -193,6 +197,16 @@ class Store:
             self._apply_sealed(seg, idx)
         self._apply_active(entries)
 
+    def _interrupted_creation(self, leftovers: list[str]) -> bool:
+        """Are these the files of a store whose creation was killed before its MANIFEST?"""
+        first = f"{1:020d}"
+        for name in leftovers:
+            if not name.startswith(first):
+                return False
+            if name.endswith(".seg") and os.path.getsize(os.path.join(self.path, name)) > SEGMENT_HEADER_SIZE:
+                return False
+        return True
+
     def _remove_orphans(self) -> None:
         """Remove temp files and files of segments a crash left out of the manifest."""
         live = set(self._manifest.segments)
@@ -202,7 +216,11 @@ class Store:
                 os.unlink(full)
                 continue
             m = _FILE_RE.match(name)
-            if m and int(m.group(1)) not in live and int(m.group(1)) >= self._manifest.next_segment_id:
+            if not m:
+                continue
+            sid = int(m.group(1))
+            stale_index = m.group(2) == "idx" and sid in live and sid != self._manifest.segments[-1]
+            if stale_index or (sid not in live and sid >= self._manifest.next_segment_id):
                 log.warning("%s: removing %s, left by an interrupted segment roll", self.path, name)
                 os.unlink(full)
 
@@ -247,11 +265,15 @@ class Store:
         start = SEGMENT_HEADER_SIZE
         if entries:
             last = entries[-1]
+            # Entries are only written for synced records: one that fails its checksum is
+            # damage (raised); one the file no longer holds was cut off (rebuilt, tail cut).
             try:
                 rec = seg.read(last.offset)
                 ok = (rec.stream_id, rec.rtype, rec.seq, rec.count) == \
                     (last.stream_id, last.rtype, last.seq, last.events)
-            except CorruptionError:
+            except TruncatedRecordError:
+                log.warning("%s: the segment ends inside indexed record at %d; rebuilding the index",
+                            seg.path, last.offset)
                 ok = False
             if ok:
                 start = rec.end
@@ -602,20 +624,18 @@ class Store:
             start = max(start, 0)
             if start >= end:
                 return iter(())
-            locs = list(st.locations_from(start, self._active))
+            locs = list(takewhile(lambda loc: loc[2] < end, st.locations_from(start, self._active)))
             if locs and locs[-1][0] is self._active:
                 self._flush_pending()
         return self._scan(st, locs, start, end)
 
-    def _scan(self, st: StreamState, locs: list[tuple[LogSegment, int]], start: int, end: int) -> Iterator[Any]:
-        max_bytes = self.options.max_record_bytes
-        for seg, off in locs:
+    def _scan(self, st: StreamState, locs: list[tuple[LogSegment, int, int]], start: int,
+              end: int) -> Iterator[Any]:
+        max_bytes = self._read_limit
+        for seg, off, first in locs:
             rec = seg.read(off)
-            if rec.rtype != RecordType.EVENTS or rec.stream_id != st.id:
+            if rec.rtype != RecordType.EVENTS or rec.stream_id != st.id or rec.seq != first:
                 raise CorruptionError(f"index points at the wrong record for {st.name!r}", seg.path, off)
-            first = rec.seq
-            if first >= end:
-                return
             values = rec.events(max_bytes)
             if first < start or first + rec.count > end:
                 values = values[max(start - first, 0) : end - first]
@@ -640,7 +660,7 @@ class Store:
                     break
             else:
                 raise BlobNotFoundError(f"stream {stream!r} has no blob {key!r}")
-        return rec.blob_value(self.options.max_record_bytes)
+        return rec.blob_value(self._read_limit)
 
     def has_blob(self, stream: str, key: str) -> bool:
         try:
@@ -708,7 +728,7 @@ class Store:
         of, so one flipped byte is reported once and the rest is still checked.
         """
         report = VerifyReport()
-        max_bytes = self.options.max_record_bytes
+        max_bytes = self._read_limit
         with self._lock:
             self._check_open()
             self._flush_pending() if not self.options.readonly else None
