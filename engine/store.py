@@ -42,7 +42,7 @@ from .errors import (
     UnknownStreamError,
 )
 from .lockfile import WriterLock
-from .manifest import Manifest
+from .manifest import MANIFEST_NAME, Manifest
 from .offset_index import (
     ActiveIndexFile,
     Entry,
@@ -155,6 +155,8 @@ class Store:
             if opts.readonly or not opts.create:
                 raise NotFoundError(f"no store at {self.path}")
             os.makedirs(self.path, exist_ok=True)
+        if not opts.create and not os.path.exists(os.path.join(self.path, MANIFEST_NAME)):
+            raise NotFoundError(f"no store at {self.path}")
         if not opts.readonly:
             self._writer_lock = WriterLock(self.path)
         try:
@@ -436,6 +438,7 @@ class Store:
             values = list(values)
         if not values:
             raise InvalidArgumentError("append_batch needs at least one value")
+        self._check_writable()
         packed, reference = codec.pack_many(list(values))
         self._check_size(record.ARRAY_HEADER.size + 4 * len(packed) + sum(map(len, packed)))
         with self._lock:
