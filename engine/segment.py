@@ -12,7 +12,10 @@ import logging
 import os
 import re
 import struct
+import sys
+from array import array
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 from . import codec, record
@@ -20,9 +23,8 @@ from .errors import CorruptionError, TruncatedRecordError
 from .record import (
     ARRAY_HEADER,
     END_MASK,
-    EVENT_COMPRESSED,
+    FLAG_EVENT_LZ4,
     FLAG_LZ4,
-    FLAG_REFERENCE,
     HEADER_SIZE,
     RecordView,
     TornRecord,
@@ -41,8 +43,8 @@ _SCAN_WINDOW = 1 << 20
 _CANDIDATE = re.compile(rb"[\x01-\x04][\x00-\x07]\x00\x00", re.DOTALL)
 # Verified EVENTS records whose header fields and offset table are kept, per segment.
 _RECORD_CACHE_LIMIT = 1 << 16
-_TWO_U32 = record.TWO_U32
 _U32 = record.U32
+_fast_unpack = codec.fast_unpack
 
 
 def segment_name(segment_id: int) -> str:
@@ -72,10 +74,10 @@ class LogSegment:
         self.size = size
         self.writable = writable
         self.max_record_bytes = max_record_bytes
-        # offset -> (stream id, first seq, count, flags, offset table) of verified
-        # EVENTS records: records never change once written, so each is verified
-        # once (like a block cache), not on every point read.
-        self._events: dict[int, tuple[int, int, int, int, bytes]] = {}
+        # offset -> (stream id, first seq, count, flags, event bounds, events' file offset)
+        # of verified EVENTS records: records never change once written, so each is
+        # verified once (like a block cache), not on every point read.
+        self._events: dict[int, tuple[int, int, int, int, array[int], int]] = {}
         # offset -> decompressed view of compressed EVENTS records, the last few.
         self._expanded: dict[int, RecordView] = {}
 
@@ -182,35 +184,41 @@ class LogSegment:
         the point-read path, one small ``pread`` once the record is known."""
         info = self._events.get(offset)
         if info is None:
-            rec = self.read(offset)
-            if rec.rtype != record.RecordType.EVENTS:
-                raise CorruptionError(f"index points at a record of type {rec.rtype}, not events",
-                                      self.path, offset)
-            info = (rec.stream_id, rec.seq, rec.count, rec.flags, b"" if rec.flags & FLAG_LZ4 else rec.table())
-            if len(self._events) >= _RECORD_CACHE_LIMIT:
-                self._events.clear()
-            self._events[offset] = info
-        sid, first, count, flags, table = info
+            info = self._event_info(offset)
+        sid, first, count, flags, bounds, region = info
         i = seq - first
         if sid != stream_id or not 0 <= i < count:
             raise CorruptionError(f"index points at the wrong record for stream {stream_id} seq {seq}",
                                   self.path, offset)
-        if flags & FLAG_LZ4:
-            return self.expanded(offset).event(i, self.max_record_bytes)
-        if i:
-            start, end = _TWO_U32.unpack_from(table, 4 * i - 4)
-            start &= END_MASK
-        else:
-            start, end = ARRAY_HEADER.size, _U32.unpack_from(table)[0]
-        if end & EVENT_COMPRESSED or start > end:
+        if flags:  # compressed, or needs the reference decoder: the general path
+            if flags & FLAG_LZ4:
+                return self.expanded(offset).event(i, self.max_record_bytes)
             return self.read(offset).event(i, self.max_record_bytes)
-        data = os.pread(self._fd, end - start, offset + HEADER_SIZE + 4 * count + start)
+        start = bounds[i]
         try:
-            if flags & FLAG_REFERENCE:
-                return codec.unpack(data, True)
-            return codec.fast_unpack(data)
+            return _fast_unpack(os.pread(self._fd, bounds[i + 1] - start, region + start))
         except Exception as exc:
             raise CorruptionError(f"event {i} does not decode: {exc}", self.path, offset) from exc
+
+    def _event_info(self, offset: int) -> tuple[int, int, int, int, array[int], int]:
+        """Read and verify an EVENTS record once; keep what point reads need."""
+        rec = self.read(offset)
+        if rec.rtype != record.RecordType.EVENTS:
+            raise CorruptionError(f"index points at a record of type {rec.rtype}, not events", self.path, offset)
+        bounds: array[int] = array("I", [ARRAY_HEADER.size])
+        if not rec.flags & FLAG_LZ4:
+            bounds.frombytes(rec.table())
+            if sys.byteorder != "little":
+                bounds.byteswap()
+            if rec.flags & FLAG_EVENT_LZ4:
+                bounds = array("I", (b & END_MASK for b in bounds))
+            if any(a > b for a, b in pairwise(bounds)) or bounds[-1] > rec.length - 4 * rec.count:
+                raise CorruptionError("event offsets out of order", self.path, offset)
+        info = (rec.stream_id, rec.seq, rec.count, rec.flags, bounds, offset + HEADER_SIZE + 4 * rec.count)
+        if len(self._events) >= _RECORD_CACHE_LIMIT:
+            self._events.clear()
+        self._events[offset] = info
+        return info
 
     def expanded(self, offset: int) -> RecordView:
         """The compressed EVENTS record at ``offset``, decompressed (the last few are kept)."""

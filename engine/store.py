@@ -597,7 +597,10 @@ class Store:
     def get(self, stream: str, seq: int) -> Any:
         """The event ``seq`` of ``stream``."""
         with self._lock:
-            st = self._streams.get(stream) if isinstance(stream, str) else None
+            try:
+                st = self._streams.get(stream)
+            except TypeError:  # unhashable: not a name
+                st = None
             if st is None or self._closed:
                 self._stream(stream)  # raises the right error
                 raise AssertionError
@@ -610,9 +613,8 @@ class Store:
                 if off >= seg.size:
                     self._flush_pending()
             else:
-                run = st.runs[bisect_right(st.run_starts, seq) - 1]
-                seg = run.segment
-                off = run.offs[bisect_right(run.keys, seq, run.lo, run.hi) - 1]
+                seg, keys, offs, lo, hi = st.runs[bisect_right(st.run_starts, seq) - 1]
+                off = offs[bisect_right(keys, seq, lo, hi) - 1]
             return seg.event(off, st.id, seq)
 
     def scan(self, stream: str, start: int = 0, stop: int | None = None) -> Iterator[Any]:
