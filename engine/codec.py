@@ -13,6 +13,7 @@ decoded by msgpack; nothing is unpickled or evaluated.
 from __future__ import annotations
 
 import struct
+from array import array
 from typing import Any
 
 import lz4.block
@@ -52,17 +53,44 @@ def _reference_pack(values: list[Any]) -> list[bytes]:
     return out
 
 
-def pack_many(values: list[Any]) -> tuple[list[bytes], bool]:
-    """Encode each value; returns ``(encoded, reference)`` where ``reference`` tells
-    that the reference msgpack package was needed (and must decode them)."""
+def pack_array(values: list[Any]) -> tuple[bytes, bool]:
+    """Encode a list as one msgpack array. Returns ``(encoded, reference)``: ``reference``
+    tells that the reference msgpack package was needed (and must decode it)."""
     try:
-        return [_fast_pack(v, option=_FAST_OPTIONS) for v in values], False
+        return _fast_pack(values, option=_FAST_OPTIONS), False
     except TypeError:
-        return _reference_pack(values), True
+        return b"".join([_array_header(len(values)), *_reference_pack(values)]), True
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def array_bounds(data: bytes | memoryview, count: int) -> array[int]:
+    """Where each element of an encoded msgpack array of ``count`` elements starts
+    and ends: ``count + 1`` offsets (the first is the end of the array header).
+    Elements are skipped, not decoded. Raises ValueError when ``data`` is not
+    exactly such an array."""
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1 << 20))
+    unpacker.feed(data)
+    if unpacker.read_array_header() != count:
+        raise ValueError(f"not an array of {count} elements")
+    bounds = array("I", [unpacker.tell()])
+    skip, tell, append = unpacker.skip, unpacker.tell, bounds.append
+    for _ in range(count):
+        skip()
+        append(tell())
+    if bounds[-1] != len(data):
+        raise ValueError("bytes after the array")
+    return bounds
 
 
 def pack(value: Any) -> tuple[bytes, bool]:
-    """:func:`pack_many` for one value."""
+    """Encode one value; ``(encoded, reference)`` as for :func:`pack_array`."""
     try:
         return _fast_pack(value, option=_FAST_OPTIONS), False
     except TypeError:

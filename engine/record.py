@@ -7,8 +7,8 @@ reads a record (``pread``) and hands its bytes over; nothing here touches files.
 from __future__ import annotations
 
 import struct
+from array import array
 from enum import IntEnum
-from itertools import accumulate
 from typing import Any
 
 import xxhash
@@ -20,16 +20,11 @@ from .errors import CorruptionError
 HEADER = struct.Struct("<QIBBHIIQ")
 HEADER_SIZE = HEADER.size  # 32
 
-# An EVENTS payload: u32 end offsets (one per event), then a msgpack array of the events.
-ARRAY_HEADER = struct.Struct(">BI")  # msgpack array32: 0xdd + big-endian count
-EVENT_COMPRESSED = 0x8000_0000  # high bit of an end offset: that event is an lz4 bin
-END_MASK = 0x7FFF_FFFF
+# An EVENTS payload is one msgpack array of the events.
 _U16 = struct.Struct("<H")
 U32 = struct.Struct("<I")
-TWO_U32 = struct.Struct("<II")
 
-FLAG_LZ4 = 0x01  # BLOB: the value is lz4-compressed; EVENTS: the whole payload is
-FLAG_EVENT_LZ4 = 0x02  # EVENTS: at least one event is lz4-compressed
+FLAG_LZ4 = 0x01  # the payload (BLOB: the value) is lz4-compressed
 FLAG_REFERENCE = 0x04  # values need the reference msgpack decoder (lone surrogates, non-str keys...)
 
 MAX_KEY_BYTES = 1024
@@ -53,44 +48,21 @@ def frame(rtype: int, flags: int, stream_id: int, count: int, seq: int, payload:
     return checksum_of(body).to_bytes(8, "little") + body
 
 
-def events_payload(packed: list[bytes], reference: bool) -> tuple[bytes, int]:
-    """The payload of an EVENTS record and its flags.
+def encode_events(stream_id: int, first_seq: int, count: int, array_bytes: bytes, reference: bool = False,
+                  compress: bool = False) -> bytes:
+    """Frame ``count`` events, already encoded as one msgpack array, as an EVENTS record.
 
-    Large events that compress well are stored as an lz4 ``bin`` and flagged in
-    the offset table, so a point read never decompresses more than its event.
+    The record is lz4-compressed when that saves 1/8 or more and either
+    ``compress`` asks for it or the events are large (512 bytes or more on
+    average, where decompressing costs little next to decoding).
     """
     flags = FLAG_REFERENCE if reference else 0
-    n = len(packed)
-    items = packed
-    ends = list(accumulate(map(len, items), initial=ARRAY_HEADER.size))[1:]
-    if max(map(len, packed)) >= codec.COMPRESS_MIN_BYTES:
-        items, marks = [], []
-        for p in packed:
-            small = codec.maybe_compress(p) if len(p) >= codec.COMPRESS_MIN_BYTES else None
-            if small is None:
-                items.append(p)
-                marks.append(0)
-            else:
-                items.append(codec.pack(small)[0])
-                marks.append(EVENT_COMPRESSED)
-                flags |= FLAG_EVENT_LZ4
-        if flags & FLAG_EVENT_LZ4:
-            bounds = list(accumulate(map(len, items), initial=ARRAY_HEADER.size))[1:]
-            ends = [e | m for e, m in zip(bounds, marks, strict=True)]
-    table = struct.pack(f"<{n}I", *ends)
-    return b"".join((table, ARRAY_HEADER.pack(0xDD, n), *items)), flags
-
-
-def encode_events(stream_id: int, first_seq: int, packed: list[bytes], reference: bool = False,
-                  compress: bool = False) -> bytes:
-    """Frame already-packed events as one EVENTS record (compressed as a whole when
-    ``compress`` and that pays)."""
-    payload, flags = events_payload(packed, reference)
-    if compress and not flags & FLAG_EVENT_LZ4:
+    payload = array_bytes
+    if compress or len(payload) >= count * codec.COMPRESS_MIN_BYTES:
         small = codec.maybe_compress(payload)
         if small is not None:
             payload, flags = small, flags | FLAG_LZ4
-    return frame(RecordType.EVENTS, flags, stream_id, len(packed), first_seq, payload)
+    return frame(RecordType.EVENTS, flags, stream_id, count, first_seq, payload)
 
 
 def encode_blob(stream_id: int, key_hash: int, key: bytes, value: bytes, reference: bool = False) -> bytes:
@@ -158,55 +130,35 @@ class RecordView:
             return self
         payload = codec.decompress(self.payload(), max_bytes, self.path, self.offset)
         buf = bytes(self.buf[self.base : self.base + HEADER_SIZE]) + payload
-        view = RecordView(buf, 0, self.offset, len(payload), self.rtype, self.flags & ~FLAG_LZ4,
+        return RecordView(buf, 0, self.offset, len(payload), self.rtype, self.flags & ~FLAG_LZ4,
                           self.stream_id, self.count, self.seq, self.path)
-        if 4 * view.count + ARRAY_HEADER.size > view.length:
-            raise self._corrupt(f"event record with impossible count {view.count}")
-        return view
 
-    def table(self) -> bytes:
-        """The offset table of an EVENTS record."""
-        start = self.base + HEADER_SIZE
-        return bytes(self.buf[start : start + 4 * self.count])
+    def bounds(self, max_bytes: int) -> array[int]:
+        """Offsets (in the decompressed payload) where each event starts, and the end."""
+        try:
+            return codec.array_bounds(self.expanded(max_bytes).payload(), self.count)
+        except CorruptionError:
+            raise
+        except Exception as exc:
+            raise self._corrupt(f"events are not an array of {self.count}: {exc}") from exc
 
     def event(self, index: int, max_bytes: int) -> Any:
         """Decode the event at position ``index`` of this EVENTS record."""
-        if self.flags & FLAG_LZ4:
-            return self.expanded(max_bytes).event(index, max_bytes)
-        p = self.base + HEADER_SIZE
-        n = self.count
-        raw_end = U32.unpack_from(self.buf, p + 4 * index)[0]
-        start = ARRAY_HEADER.size if index == 0 else U32.unpack_from(self.buf, p + 4 * index - 4)[0] & END_MASK
-        end = raw_end & END_MASK
-        if not (ARRAY_HEADER.size <= start <= end <= self.length - 4 * n):
-            raise self._corrupt(f"event {index} has an offset outside its record")
-        region = p + 4 * n
-        data = memoryview(self.buf)[region + start : region + end]
+        view = self.expanded(max_bytes)
+        bounds = view.bounds(max_bytes)
+        data = view.payload()[bounds[index] : bounds[index + 1]]
         try:
-            if raw_end & EVENT_COMPRESSED:
-                return self._value(codec.fast_unpack(data), True, max_bytes)
-            return self._value(data, False, max_bytes)
-        except CorruptionError:
-            raise
+            return codec.unpack(data, bool(self.flags & FLAG_REFERENCE))
         except Exception as exc:
             raise self._corrupt(f"event {index} does not decode: {exc}") from exc
 
     def events(self, max_bytes: int) -> list[Any]:
         """Decode all events of this EVENTS record in one msgpack call."""
-        if self.flags & FLAG_LZ4:
-            return self.expanded(max_bytes).events(max_bytes)
-        n = self.count
-        p = self.base + HEADER_SIZE
-        data = memoryview(self.buf)[p + 4 * n : p + self.length]
+        view = self.expanded(max_bytes)
         try:
-            values = codec.unpack(data, bool(self.flags & FLAG_REFERENCE))
-            if not isinstance(values, list) or len(values) != n:
-                raise ValueError("event array has the wrong length")
-            if self.flags & FLAG_EVENT_LZ4:
-                ends = struct.unpack_from(f"<{n}I", self.buf, p)
-                for i, e in enumerate(ends):
-                    if e & EVENT_COMPRESSED:
-                        values[i] = self._value(values[i], True, max_bytes)
+            values = codec.unpack(view.payload(), bool(self.flags & FLAG_REFERENCE))
+            if not isinstance(values, list) or len(values) != self.count:
+                raise ValueError(f"not an array of {self.count} events")
         except CorruptionError:
             raise
         except Exception as exc:
@@ -266,7 +218,6 @@ def read_record(buf: Any, base: int, limit: int, max_record_bytes: int, path: st
         raise CorruptionError("record checksum mismatch", path, where)
     if rtype not in _VALID_TYPES:
         raise CorruptionError(f"unknown record type {rtype}", path, where)
-    if rtype == RecordType.EVENTS and (count == 0 or (4 * count + ARRAY_HEADER.size > length
-                                                      and not flags & FLAG_LZ4)):
+    if rtype == RecordType.EVENTS and (count == 0 or (count >= length and not flags & FLAG_LZ4)):
         raise CorruptionError(f"event record with impossible count {count}", path, where)
     return RecordView(buf, base, where, length, rtype, flags, stream_id, count, seq, path)

@@ -12,23 +12,13 @@ import logging
 import os
 import re
 import struct
-import sys
 from array import array
 from collections.abc import Iterator
-from itertools import pairwise
 from typing import Any
 
 from . import codec, record
 from .errors import CorruptionError, TruncatedRecordError
-from .record import (
-    ARRAY_HEADER,
-    END_MASK,
-    FLAG_EVENT_LZ4,
-    FLAG_LZ4,
-    HEADER_SIZE,
-    RecordView,
-    TornRecord,
-)
+from .record import FLAG_LZ4, HEADER_SIZE, RecordView, TornRecord
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +64,7 @@ class LogSegment:
         self.size = size
         self.writable = writable
         self.max_record_bytes = max_record_bytes
-        # offset -> (stream id, first seq, count, flags, event bounds, events' file offset)
+        # offset -> (stream id, first seq, count, flags, event bounds, payload's file offset)
         # of verified EVENTS records: records never change once written, so each is
         # verified once (like a block cache), not on every point read.
         self._events: dict[int, tuple[int, int, int, int, array[int], int]] = {}
@@ -205,16 +195,9 @@ class LogSegment:
         rec = self.read(offset)
         if rec.rtype != record.RecordType.EVENTS:
             raise CorruptionError(f"index points at a record of type {rec.rtype}, not events", self.path, offset)
-        bounds: array[int] = array("I", [ARRAY_HEADER.size])
-        if not rec.flags & FLAG_LZ4:
-            bounds.frombytes(rec.table())
-            if sys.byteorder != "little":
-                bounds.byteswap()
-            if rec.flags & FLAG_EVENT_LZ4:
-                bounds = array("I", (b & END_MASK for b in bounds))
-            if any(a > b for a, b in pairwise(bounds)) or bounds[-1] > rec.length - 4 * rec.count:
-                raise CorruptionError("event offsets out of order", self.path, offset)
-        info = (rec.stream_id, rec.seq, rec.count, rec.flags, bounds, offset + HEADER_SIZE + 4 * rec.count)
+        # Compressed records are decompressed per read (see expanded()); no bounds needed.
+        bounds = array("I") if rec.flags & FLAG_LZ4 else rec.bounds(self.max_record_bytes)
+        info = (rec.stream_id, rec.seq, rec.count, rec.flags, bounds, offset + HEADER_SIZE)
         if len(self._events) >= _RECORD_CACHE_LIMIT:
             self._events.clear()
         self._events[offset] = info

@@ -439,19 +439,21 @@ class Store:
         if not values:
             raise InvalidArgumentError("append_batch needs at least one value")
         self._check_writable()
-        packed, reference = codec.pack_many(list(values))
-        self._check_size(record.ARRAY_HEADER.size + 4 * len(packed) + sum(map(len, packed)))
+        values = list(values)
+        packed, reference = codec.pack_array(values)
+        self._check_size(len(packed))
+        n = len(values)
         with self._lock:
             self._check_writable()
             st = self._streams.get(stream)
             first = st.next_seq if st is not None else 0
             compress = self.options.compress_events
-            rec = record.encode_events(st.id if st is not None else 0, first, packed, reference, compress)
+            rec = record.encode_events(st.id if st is not None else 0, first, n, packed, reference, compress)
             if st is None:
                 st = self._stream_for_write(stream)
-                rec = record.encode_events(st.id, first, packed, reference, compress)
+                rec = record.encode_events(st.id, first, n, packed, reference, compress)
             flags = rec[13]
-            self._append_record(rec, RecordType.EVENTS, flags, st.id, len(packed), first)
+            self._append_record(rec, RecordType.EVENTS, flags, st.id, n, first)
             lsn = self._lsn_written
         self._wait_durable(lsn)
         return first

@@ -16,8 +16,6 @@ from engine import codec, record
 from engine.errors import CorruptionError, EncodeError, InvalidArgumentError, SeglogError
 from engine.options import Durability, StoreOptions
 from engine.record import (
-    EVENT_COMPRESSED,
-    FLAG_EVENT_LZ4,
     FLAG_LZ4,
     HEADER,
     HEADER_SIZE,
@@ -52,8 +50,8 @@ def decode_one(rec: bytes, offset: int = 0) -> record.RecordView:
 
 
 def events_record(vals: list, stream_id: int = 7, first_seq: int = 100, compress: bool = False) -> bytes:
-    packed, reference = codec.pack_many(vals)
-    return record.encode_events(stream_id, first_seq, packed, reference, compress)
+    packed, reference = codec.pack_array(vals)
+    return record.encode_events(stream_id, first_seq, len(vals), packed, reference, compress)
 
 
 def blob_record(stream_id: int, key: bytes, value: object) -> bytes:
@@ -64,10 +62,6 @@ def blob_record(stream_id: int, key: bytes, value: object) -> bytes:
 def round_trip(value: object) -> object:
     data, reference = codec.pack(value)
     return codec.unpack(data, reference)
-
-
-def offset_table(view: record.RecordView) -> tuple[int, ...]:
-    return struct.unpack(f"<{view.count}I", view.table())
 
 
 # ---------------------------------------------------------------- EVENTS
@@ -118,16 +112,13 @@ def test_file_offset_differs_from_buffer_position() -> None:
         read_record(rec, 0, len(rec) - 1, MAX, PATH, 4096)
 
 
-def test_large_compressible_event_is_compressed_individually() -> None:
+def test_large_compressible_events_compress_the_record() -> None:
     big = "(defun f (x) (* x x)) " * 500  # ~11 KB, very compressible
     vals = ["small", big, 7, big + "!"]
     rec = events_record(vals)
     view = decode_one(rec)
-    assert view.flags & FLAG_EVENT_LZ4
+    assert view.flags & FLAG_LZ4  # large events on average: compressed without being asked
     assert len(rec) < len(big)  # both big events shrank
-    table = offset_table(view)
-    compressed = [bool(e & EVENT_COMPRESSED) for e in table]
-    assert compressed == [False, True, False, True]
     assert view.events(MAX) == vals
     assert [view.event(i, MAX) for i in range(len(vals))] == vals
 
@@ -136,9 +127,18 @@ def test_incompressible_large_event_is_stored_raw() -> None:
     noise = os.urandom(4000)
     view = decode_one(events_record([noise]))
     assert view.flags == 0
-    assert not any(e & EVENT_COMPRESSED for e in offset_table(view))
     assert view.length > len(noise)
     assert view.event(0, MAX) == noise
+
+
+def test_event_bounds_delimit_each_event() -> None:
+    vals = ["a", {"b": [1, 2]}, None, "x" * 300]
+    view = decode_one(events_record(vals))
+    bounds = view.bounds(MAX)
+    assert len(bounds) == len(vals) + 1
+    assert bounds[-1] == view.length
+    payload = bytes(view.payload())
+    assert [codec.unpack(payload[bounds[i] : bounds[i + 1]]) for i in range(len(vals))] == vals
 
 
 def test_events_below_the_threshold_are_not_compressed_even_if_they_would_shrink() -> None:
@@ -166,7 +166,6 @@ def test_whole_record_compression_when_asked_and_it_pays() -> None:
     rec = events_record(vals, compress=True)
     view = decode_one(rec)
     assert view.flags & FLAG_LZ4
-    assert not view.flags & FLAG_EVENT_LZ4
     assert len(rec) < len(plain) - len(plain) // 8
     assert view.count == len(vals)
     assert view.events(MAX) == vals
@@ -183,20 +182,19 @@ def test_whole_record_compression_when_asked_and_it_pays() -> None:
     assert view.event(39, MAX) == odd[39]
 
 
-def test_whole_record_compression_skipped_when_it_does_not_pay_or_events_are_compressed() -> None:
+def test_whole_record_compression_skipped_when_it_does_not_pay() -> None:
     noise = [os.urandom(100) for _ in range(10)]
     view = decode_one(events_record(noise, compress=True))
     assert view.flags == 0
     assert view.events(MAX) == noise
-    big = ["x" * 3000, "y"]
-    view = decode_one(events_record(big, compress=True))
-    assert view.flags & FLAG_EVENT_LZ4
+    small = ["x" * 30, "y"]  # compressible but small events, not asked: stored raw
+    view = decode_one(events_record(small))
     assert not view.flags & FLAG_LZ4
-    assert view.events(MAX) == big
+    assert view.events(MAX) == small
 
 
 def test_compressed_events_record_with_impossible_count_is_corruption() -> None:
-    payload = events_record(["a"] * 200)[HEADER_SIZE:]
+    payload = events_record(["abc"] * 200)[HEADER_SIZE:]
     small = codec.maybe_compress(payload)
     assert small is not None
     view = decode_one(record.frame(RecordType.EVENTS, FLAG_LZ4, 1, 10_000, 0, small))
@@ -206,7 +204,7 @@ def test_compressed_events_record_with_impossible_count_is_corruption() -> None:
         view.event(0, MAX)
     # The decompressed size is checked against the limit.
     ok = decode_one(record.frame(RecordType.EVENTS, FLAG_LZ4, 1, 200, 0, small))
-    assert ok.events(MAX) == ["a"] * 200
+    assert ok.events(MAX) == ["abc"] * 200
     with pytest.raises(CorruptionError, match="more than the limit"):
         ok.events(len(payload) - 1)
 
@@ -273,7 +271,7 @@ def test_stream_drop_record_has_empty_payload() -> None:
 def _sample_records() -> list[bytes]:
     return [
         events_record([1, "two", {"three": 3}]),
-        events_record(["x" * 2000, "y"]),  # one compressed event
+        events_record(["x" * 2000, "y"]),  # large events: compressed record
         blob_record(2, b"key", [1, 2, 3]),
         blob_record(2, b"k", "z" * 3000),
         events_record(["\ud83d", {1: "int key"}]),  # reference-encoded
@@ -287,7 +285,7 @@ def test_sample_records_cover_every_encoding() -> None:
     views = [decode_one(r) for r in _sample_records()]
     assert {v.rtype for v in views} == set(RecordType)
     flags = [v.flags for v in views]
-    for flag in (FLAG_LZ4, FLAG_EVENT_LZ4, record.FLAG_REFERENCE):
+    for flag in (FLAG_LZ4, record.FLAG_REFERENCE):
         assert any(f & flag for f in flags)
     assert any(v.rtype == RecordType.EVENTS and v.flags & FLAG_LZ4 for v in views)
 
@@ -356,16 +354,19 @@ def test_events_record_with_impossible_count_is_corruption() -> None:
 
 
 def test_checksummed_but_malformed_event_payload_is_corruption() -> None:
-    # Offsets point outside the record; the checksum is valid.
-    payload = struct.pack("<I", 10_000) + b"\xdd\x00\x00\x00\x01" + b"\x01"
-    view = decode_one(record.frame(RecordType.EVENTS, 0, 1, 1, 0, payload))
-    with pytest.raises(CorruptionError):
-        view.event(0, MAX)
-    # Array claims two events but the header says one.
-    payload = struct.pack("<I", 7) + b"\xdd\x00\x00\x00\x02" + b"\x01\x02"
+    # The array's second event is cut short; the checksum is valid.
+    payload = b"\x92\xa5ab"
+    view = decode_one(record.frame(RecordType.EVENTS, 0, 1, 2, 0, payload))
+    for call in (lambda: view.event(0, MAX), lambda: view.events(MAX), lambda: view.bounds(MAX)):
+        with pytest.raises(CorruptionError):
+            call()
+    # Array holds two events but the header says one.
+    payload = b"\x92\x01\x02"
     view = decode_one(record.frame(RecordType.EVENTS, 0, 1, 1, 0, payload))
     with pytest.raises(CorruptionError):
         view.events(MAX)
+    with pytest.raises(CorruptionError):
+        view.event(0, MAX)
 
 
 def test_header_layout_is_32_bytes_little_endian() -> None:
@@ -397,13 +398,16 @@ def test_plain_values_use_the_fast_encoder_and_decode_with_either() -> None:
     assert msgpack.unpackb(data, raw=False) == value
 
 
-def test_pack_many_uses_one_encoder_for_the_whole_batch() -> None:
-    packed, reference = codec.pack_many(["plain", 1])
+def test_pack_array_uses_one_encoder_for_the_whole_batch() -> None:
+    packed, reference = codec.pack_array(["plain", 1])
     assert not reference
-    assert [codec.unpack(p) for p in packed] == ["plain", 1]
-    packed, reference = codec.pack_many(["plain", "\ud83d", {2: "x"}])
-    assert reference
-    assert [codec.unpack(p, True) for p in packed] == ["plain", "\ud83d", {2: "x"}]
+    assert codec.unpack(packed) == ["plain", 1]
+    for n in (1, 15, 16, 70000):  # every msgpack array header size
+        vals = ["plain", "\ud83d", {2: "x"}] * n
+        packed, reference = codec.pack_array(vals)
+        assert reference
+        assert codec.unpack(packed, True) == vals
+        assert len(codec.array_bounds(packed, len(vals))) == len(vals) + 1
 
 
 def test_reference_flag_set_on_records_that_need_it() -> None:
@@ -453,7 +457,7 @@ def test_pack_rejects_unencodable_values(bad: object) -> None:
     assert isinstance(info.value, InvalidArgumentError)
     assert isinstance(info.value, ValueError)
     with pytest.raises(EncodeError):
-        codec.pack_many(["fine", bad])
+        codec.pack_array(["fine", bad])
     with pytest.raises(EncodeError):
         codec.pack_value(bad)
 
@@ -466,10 +470,10 @@ def test_reference_packer_is_clean_after_a_failure_midway() -> None:
     assert reference
     assert data == msgpack.packb("\ud83d", use_bin_type=True, unicode_errors="surrogatepass")
     with pytest.raises(EncodeError):
-        codec.pack_many([1, {2: 3}, ["x" * 100, object()]])
-    packed, reference = codec.pack_many([{1: "one"}, "two"])
+        codec.pack_array([1, {2: 3}, ["x" * 100, object()]])
+    packed, reference = codec.pack_array([{1: "one"}, "two"])
     assert reference
-    assert packed == [msgpack.packb({1: "one"}), msgpack.packb("two", use_bin_type=True)]
+    assert packed == msgpack.packb([{1: "one"}, "two"], use_bin_type=True)
 
 
 def test_str_and_bytes_stay_distinct() -> None:

@@ -477,10 +477,10 @@ def test_rejected_input_writes_nothing(path: pathlib.Path, op: tuple[str, type[E
 
 def test_record_size_limit_boundary(path: pathlib.Path) -> None:
     with engine.open(path, max_record_bytes=1024) as s:
-        # EVENTS payload: 4-byte offset table + 5-byte array header + 3-byte bin16 header + data.
-        s.append("s", os.urandom(1024 - 12))
+        # EVENTS payload: 1-byte array header + 3-byte bin16 header + data.
+        s.append("s", os.urandom(1024 - 4))
         with pytest.raises(RecordTooLargeError) as info:
-            s.append("s", os.urandom(1024 - 11))
+            s.append("s", os.urandom(1024 - 3))
         assert isinstance(info.value, InvalidArgumentError)
         assert s.next_seq("s") == 1
 
