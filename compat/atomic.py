@@ -33,8 +33,15 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def replace_file(path: str, chunks: Iterable[bytes], base: str | None = None) -> int:
-    """Atomically replace ``path`` by (a copy of ``base``, then) ``chunks``; return its size."""
+def replace_file(path: str, chunks: Iterable[bytes], base: str | None = None, *, durable: bool = True,
+                 sync_dir: bool = True) -> int:
+    """Atomically replace ``path`` by (a copy of ``base``, then) ``chunks``; return its size.
+
+    ``durable``: fsync the file before the rename (readers never see a half-written
+    file either way; without it a power loss may leave an empty one). ``sync_dir``:
+    fsync the directory after the rename (callers replacing several files in one
+    directory do it once, with :func:`fsync_dir`).
+    """
     tmp = _tmp_path(path)
     try:
         if base is not None:
@@ -43,12 +50,14 @@ def replace_file(path: str, chunks: Iterable[bytes], base: str | None = None) ->
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
             size = f.tell()
         os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(os.path.dirname(path) or ".")
+    if sync_dir:
+        fsync_dir(os.path.dirname(path) or ".")
     return size

@@ -22,7 +22,7 @@ from engine.session_catalog import CATALOG, SessionCatalog
 from engine.session_persister import SessionPersister, ev_stream
 from engine.session_schema import check_session_name
 
-from .atomic import remove_stale_temps, replace_file
+from .atomic import fsync_dir, remove_stale_temps, replace_file
 from .names import session_files
 from .render import LineInfo, header_line, render_index, render_lines, render_session
 
@@ -97,15 +97,15 @@ def materialize_session(catalog: SessionCatalog, name: str, out_dir: str) -> Mat
             yield header.encode("utf-8", "surrogatepass")
         yield from _batched(render_lines(p.events(start), info, offsets))
 
-    size = replace_file(jsonl, chunks(), base=jsonl if side is not None else None)
-    index_bytes = render_index(p, info, offsets, meta.index_id or meta.id)
-    replace_file(index, [index_bytes])
+    size = replace_file(jsonl, chunks(), base=jsonl if side is not None else None, sync_dir=False)
+    index_size = replace_file(index, render_index(p, info, offsets, meta.index_id or meta.id), sync_dir=False)
+    fsync_dir(sessions)
     _save_sidecar(out_dir, name, {
         "header": header, "size": size, "digest": file_digest(jsonl), "events": info.events,
         "index_events": info.index_events, "receipt_keys": list(info.receipt_keys or {}),
         "offsets": {str(k): v for k, v in offsets.items()},
     })
-    return Materialized(name, size, len(index_bytes), info.events - before, side is not None)
+    return Materialized(name, size, index_size, info.events - before, side is not None)
 
 
 def _batched(lines: Iterator[bytes], size: int = 1 << 20) -> Iterator[bytes]:
@@ -124,7 +124,8 @@ def _batched(lines: Iterator[bytes], size: int = 1 << 20) -> Iterator[bytes]:
 def _save_sidecar(out_dir: str, name: str, doc: dict[str, object]) -> None:
     path = _sidecar_path(out_dir, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    replace_file(path, [json.dumps(doc).encode()])
+    # A cache, checked against the file's size and digest before use: no fsync needed.
+    replace_file(path, [json.dumps(doc).encode()], durable=False, sync_dir=False)
 
 
 def _raw_bytes(p: SessionPersister) -> tuple[bytes, bytes] | None:
@@ -145,8 +146,9 @@ def _write_raw(p: SessionPersister, name: str, jsonl: str, index: str) -> Materi
     raw = _raw_bytes(p)
     assert raw is not None
     data_jsonl, data_index = raw
-    replace_file(jsonl, [data_jsonl])
-    replace_file(index, [data_index])
+    replace_file(jsonl, [data_jsonl], sync_dir=False)
+    replace_file(index, [data_index], sync_dir=False)
+    fsync_dir(os.path.dirname(jsonl))
     return Materialized(name, len(data_jsonl), len(data_index), p.event_count, False)
 
 

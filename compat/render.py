@@ -36,11 +36,6 @@ def js_key_order(keys: Iterable[str]) -> list[str]:
     return sorted(idx, key=int) + [k for k in keys if not is_array_index(k)]
 
 
-def indent_text(text: str, spaces: int) -> str:
-    """Nest an indented JSON text ``spaces`` deeper (JSON strings hold no raw newline)."""
-    return text.replace("\n", "\n" + " " * spaces)
-
-
 def header_line(session_id: str, created: str) -> str:
     return stringify({"type": "session", "version": 1, "id": session_id, "created": created}) + "\n"
 
@@ -81,10 +76,11 @@ def render_lines(events: Iterable[dict[str, Any]], info: LineInfo, offsets: dict
         yield line
 
 
-def render_index(p: SessionPersister, info: LineInfo, offsets: dict[int, int], index_id: str) -> bytes:
-    """The index as the legacy writer last wrote it."""
+def render_index(p: SessionPersister, info: LineInfo, offsets: dict[int, int], index_id: str) -> list[bytes]:
+    """The index as the legacy writer last wrote it, as UTF-8 chunks (states are
+    copied or rendered one by one, never joined into one big string)."""
     limit = info.index_events
-    parts = ['{\n  "sessionId": ', js_string(index_id), ',\n  "eventCount": ', str(limit), ',\n  "checkpoints": ']
+    head = ['{\n  "sessionId": ', js_string(index_id), ',\n  "eventCount": ', str(limit), ',\n  "checkpoints": ']
     cps = [c for c in p.checkpoints() if c["seq"] < limit]
     if cps:
         items = [
@@ -92,31 +88,40 @@ def render_index(p: SessionPersister, info: LineInfo, offsets: dict[int, int], i
             f'      "stateId": {js_string(c["stateId"])},\n      "reason": {js_string(c["reason"])}\n    }}'
             for c in cps
         ]
-        parts += ["[\n", ",\n".join(items), "\n  ]"]
+        head += ["[\n", ",\n".join(items), "\n  ]"]
     else:
-        parts.append("[]")
-    parts.append(',\n  "states": ')
+        head.append("[]")
+    head.append(',\n  "states": ')
+    chunks = [_utf8("".join(head))]
     state_ids = js_key_order(dict.fromkeys(c["stateId"] for c in cps))
-    parts.append(_render_object((k, _state_text(p, k)) for k in state_ids))
-    parts.append(',\n  "receipts": ')
+    chunks += _object_chunks((sid, _state_text(fmt, raw)) for sid, fmt, raw in p.states_raw(state_ids))
+    chunks.append(b',\n  "receipts": ')
     keys = js_key_order(info.receipt_keys or {})
-    parts.append(_render_object((k, stringify(p.receipt(k), 2)) for k in keys))
-    parts.append("\n}")
-    return "".join(parts).encode("utf-8", "surrogatepass")
+    chunks += _object_chunks((k, _utf8(stringify(p.receipt(k), 2))) for k in keys)
+    chunks.append(b"\n}")
+    return chunks
 
 
-def _render_object(items: Iterable[tuple[str, str]]) -> str:
-    """A two-level-deep object of already rendered (indent 0) values."""
-    body = ",\n".join(f"    {js_string(k)}: {indent_text(text, 4)}" for k, text in items)
-    return "{\n" + body + "\n  }" if body else "{}"
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
-def _state_text(p: SessionPersister, state_id: str) -> str:
-    fmt, raw = p.state_raw(state_id)
+def _object_chunks(items: Iterable[tuple[str, bytes]]) -> list[bytes]:
+    """A two-level-deep object of already rendered (indent 0) UTF-8 values."""
+    out: list[bytes] = []
+    for k, text in items:
+        out.append(b"{\n    " if not out else b",\n    ")
+        out.append(_utf8(js_string(k)) + b": ")
+        out.append(text.replace(b"\n", b"\n    "))
+    out.append(b"\n  }" if out else b"{}")
+    return out
+
+
+def _state_text(fmt: str, raw: bytes) -> bytes:
+    """A state's legacy text at indent level 0."""
     if fmt == "j":  # imported: the legacy text itself
-        return raw.decode("utf-8", "surrogatepass")
-    text: str = stringify(raw_to_value(fmt, raw), 2)
-    return text
+        return raw
+    return _utf8(stringify(raw_to_value(fmt, raw), 2))
 
 
 def render_session(p: SessionPersister) -> tuple[bytes, bytes]:
@@ -126,4 +131,4 @@ def render_session(p: SessionPersister) -> tuple[bytes, bytes]:
     info = LineInfo(size=len(header))
     offsets: dict[int, int] = {}
     jsonl = b"".join([header, *render_lines(p.events(), info, offsets)])
-    return jsonl, render_index(p, info, offsets, meta.index_id or meta.id)
+    return jsonl, b"".join(render_index(p, info, offsets, meta.index_id or meta.id))

@@ -229,8 +229,18 @@ class SessionPersister:
                 return doc
         raise UnknownStateError(f"session {self.meta.name!r} has no state {state_id!r}")
 
-    def state_raw(self, state_id: str) -> tuple[str, bytes]:
-        return decode_raw(state_id, self._state_doc, self.max_state_bytes)
+    def state_raw(self, state_id: str, known: dict[str, tuple[str, bytes]] | None = None) -> tuple[str, bytes]:
+        """``(format, raw bytes)`` of a state; ``known`` as for ``state_codec.decode_raw``."""
+        return decode_raw(state_id, self._state_doc, self.max_state_bytes, known)
+
+    def states_raw(self, state_ids: list[str]) -> Iterator[tuple[str, str, bytes]]:
+        """``(state id, format, raw bytes)`` of states in checkpoint order, each decoded
+        from the one before instead of from its keyframe."""
+        known: dict[str, tuple[str, bytes]] = {}
+        for state_id in state_ids:
+            fmt, raw = decode_raw(state_id, self._state_doc, self.max_state_bytes, known)
+            known = {state_id: (fmt, raw)}
+            yield state_id, fmt, raw
 
     def state(self, state_id: str) -> Any:
         return raw_to_value(*self.state_raw(state_id))

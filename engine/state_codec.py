@@ -56,14 +56,22 @@ class StateEncoder:
         return doc
 
 
-def decode_raw(state_id: str, fetch: Callable[[str], Any], max_bytes: int) -> tuple[str, bytes]:
+def decode_raw(state_id: str, fetch: Callable[[str], Any], max_bytes: int,
+               known: dict[str, tuple[str, bytes]] | None = None) -> tuple[str, bytes]:
     """Return ``(format, raw bytes)`` of a stored state, following its base chain.
 
-    ``fetch(state_id)`` returns the stored dict (or raises the caller's not-found error).
+    ``fetch(state_id)`` returns the stored dict (or raises the caller's not-found
+    error). ``known`` holds states already decoded (say, the previous one, when
+    reading a session's states in order): the walk stops at the first of them.
     """
+    known = known or {}
     chain: list[dict[str, Any]] = []
     sid: str | None = state_id
+    start: tuple[str, bytes] | None = None
     while sid is not None:
+        if sid in known:
+            start = known[sid]
+            break
         doc = fetch(sid)
         if not isinstance(doc, dict) or not {"f", "b", "n", "z"} <= doc.keys():
             raise CorruptionError(f"state {sid!r} is not a stored state")
@@ -71,7 +79,10 @@ def decode_raw(state_id: str, fetch: Callable[[str], Any], max_bytes: int) -> tu
         if len(chain) > MAX_CHAIN:
             raise CorruptionError(f"state {state_id!r} has a base chain longer than {MAX_CHAIN}")
         sid = doc["b"]
-    raw = b""
+    if not chain:
+        assert start is not None
+        return start
+    raw = start[1] if start is not None else b""
     for doc in reversed(chain):
         n = doc["n"]
         if not isinstance(n, int) or n < 0 or n > max_bytes:
