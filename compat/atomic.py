@@ -16,13 +16,28 @@ def _tmp_path(path: str) -> str:
     return os.path.join(head, f".{tail}.tmp-{os.getpid()}")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def remove_stale_temps(directory: str) -> None:
-    """Remove temporary files a killed writer left behind."""
+    """Remove temporary files that writers which are no longer running left behind
+    (a live writer's temporary file is its work in progress)."""
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(directory):
-            if name.startswith(".") and ".tmp-" in name:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(directory, name))
+            if not name.startswith(".") or ".tmp-" not in name:
+                continue
+            pid = name.rsplit(".tmp-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
 
 
 def fsync_dir(directory: str) -> None:

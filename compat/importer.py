@@ -25,7 +25,7 @@ from typing import Any
 import xxhash
 
 from engine import codec, session_events
-from engine.errors import EncodeError, InvalidNameError, SeglogError, SessionExistsError
+from engine.errors import EncodeError, InvalidNameError, NotFoundError, SeglogError, SessionExistsError
 from engine.session_catalog import CATALOG, SessionCatalog
 from engine.session_persister import SessionPersister, cp_stream, ev_stream
 from engine.session_schema import check_session_name
@@ -120,6 +120,7 @@ def import_session(catalog: SessionCatalog, legacy_dir: str, name: str) -> Impor
         replace = True
     header, events = parse_jsonl(data_jsonl, jsonl_path)
     index = parse_index(data_index, index_path)
+    check_references(events, index, index_path)
     texts = state_texts(data_index.decode("utf-8", "surrogatepass"))
 
     p = catalog.prepare(name, header["id"], header["created"])
@@ -127,8 +128,12 @@ def import_session(catalog: SessionCatalog, legacy_dir: str, name: str) -> Impor
         if index["sessionId"] != header["id"]:
             p.meta.index_id = index["sessionId"]
         p.meta.source = source
-        _write_session(p, events, index, texts)
-        jsonl2, index2 = session_bytes(p)
+        try:
+            _write_session(p, events, index, texts)
+            jsonl2, index2 = session_bytes(p)
+        except (KeyError, TypeError, ValueError, NotFoundError) as exc:
+            # What the checks above let through but cannot be stored or rebuilt.
+            raise LegacyFormatError(f"session cannot be imported: {exc!r}", jsonl_path) from exc
         exact = jsonl2 == data_jsonl and index2 == data_index
         if not exact:
             ev = ev_stream(p.meta.uid)
@@ -164,7 +169,26 @@ def parse_jsonl(data: bytes, path: str) -> tuple[dict[str, Any], list[dict[str, 
     for i, event in enumerate(events):
         if not isinstance(event, dict) or event.get("seq") != i or not isinstance(event.get("type"), str):
             raise LegacyFormatError(f"expected an event object with seq {i}", path, i + 2)
+        needs = _NEEDED.get(event["type"], ())
+        missing = [k for k in needs if not isinstance(event.get(k), str)]
+        if missing:
+            raise LegacyFormatError(f"{event['type']} event without a string {missing[0]!r}", path, i + 2)
     return header, events
+
+
+#: Fields the index is built from, per event type.
+_NEEDED = {"checkpoint": ("stateId", "reason"), "llm_resp": ("receiptKey",)}
+
+
+def check_references(events: list[dict[str, Any]], index: dict[str, Any], path: str) -> None:
+    """Every state and receipt the events name (up to the index's eventCount) is in the index."""
+    for event in events[: index["eventCount"]]:
+        if event["type"] == "checkpoint" and event["stateId"] not in index["states"]:
+            raise LegacyFormatError(f"state {event['stateId']!r} of the checkpoint at seq {event['seq']} "
+                                    "is missing from the index", path)
+        if event["type"] == "llm_resp" and event["receiptKey"] not in index["receipts"]:
+            raise LegacyFormatError(f"receipt {event['receiptKey']!r} of the llm_resp at seq {event['seq']} "
+                                    "is missing from the index", path)
 
 
 def parse_index(data: bytes, path: str) -> dict[str, Any]:

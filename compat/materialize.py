@@ -52,12 +52,13 @@ def _sidecar_path(out_dir: str, name: str) -> str:
     return os.path.join(os.path.abspath(out_dir), SIDECAR_DIR, name + ".json")
 
 
-def _load_sidecar(out_dir: str, name: str, jsonl: str, header: str) -> dict[str, object] | None:
-    """The previous materialization's record, if the ``.jsonl`` on disk is still exactly it."""
+def _load_sidecar(out_dir: str, name: str, jsonl: str, header: str, uid: str) -> dict[str, object] | None:
+    """The previous materialization's record, if it was made from this stored session
+    (``uid``) and the ``.jsonl`` on disk is still exactly what it wrote."""
     try:
         with open(_sidecar_path(out_dir, name), encoding="utf-8") as f:
             side = json.load(f)
-        if side.get("header") != header or os.path.getsize(jsonl) != side["size"]:
+        if side.get("uid") != uid or side.get("header") != header or os.path.getsize(jsonl) != side["size"]:
             return None
         if file_digest(jsonl) != side["digest"]:
             return None
@@ -78,7 +79,7 @@ def materialize_session(catalog: SessionCatalog, name: str, out_dir: str) -> Mat
     if _raw_bytes(p) is not None:
         return _write_raw(p, name, jsonl, index)
     header = header_line(meta.id, meta.created)
-    side = _load_sidecar(out_dir, name, jsonl, header)
+    side = _load_sidecar(out_dir, name, jsonl, header, meta.uid)
     start = 0
     if side is not None and int(side["events"]) <= p.event_count:  # type: ignore[call-overload]
         start = int(side["events"])  # type: ignore[call-overload]
@@ -101,7 +102,7 @@ def materialize_session(catalog: SessionCatalog, name: str, out_dir: str) -> Mat
     index_size = replace_file(index, render_index(p, info, offsets, meta.index_id or meta.id), sync_dir=False)
     fsync_dir(sessions)
     _save_sidecar(out_dir, name, {
-        "header": header, "size": size, "digest": file_digest(jsonl), "events": info.events,
+        "uid": meta.uid, "header": header, "size": size, "digest": file_digest(jsonl), "events": info.events,
         "index_events": info.index_events, "receipt_keys": list(info.receipt_keys or {}),
         "offsets": {str(k): v for k, v in offsets.items()},
     })

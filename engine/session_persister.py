@@ -89,12 +89,23 @@ class IncrementalWriter:
         ev = ev_stream(uid)
         records = 0
         for state_id, raw in changes.states:
-            doc = self.encoder.encode(state_id, raw, "m")
-            doc["s"] = int(state_id.rsplit("-", 1)[1]) if state_id.rsplit("-", 1)[-1].isdigit() else -1
-            store.put_blob(ev, f"state/{state_id}", doc)
+            state_doc = self.encoder.encode(state_id, raw, "m")
+            tail = state_id.rsplit("-", 1)[-1]
+            state_doc["s"] = int(tail) if tail.isdigit() else -1
+            store.put_blob(ev, f"state/{state_id}", state_doc)
             records += 1
         for key, seq, receipt in changes.receipts:
-            store.put_blob(ev, f"receipt/{key}", {"seq": seq, "receipt": receipt})
+            doc: dict[str, Any] = {"seq": seq, "receipt": receipt, "prev": None}
+            try:
+                old = store.get_blob(ev, f"receipt/{key}")
+            except NotFoundError:
+                old = None
+            if old is not None and old["seq"] != seq:
+                # Keep the earlier version for forks made before this write.
+                store.put_blob(ev, f"receipt/{key}@{old['seq']}", old)
+                doc["prev"] = old["seq"]
+                records += 1
+            store.put_blob(ev, f"receipt/{key}", doc)
             records += 1
         events = changes.events
         if events:
@@ -246,29 +257,29 @@ class SessionPersister:
         return raw_to_value(*self.state_raw(state_id))
 
     def receipt(self, key: str) -> dict[str, Any]:
-        """The receipt stored under ``key`` (the last one written before this session's head)."""
-        try:
-            doc = self.store.get_blob(ev_stream(self.meta.uid), f"receipt/{key}")
-        except NotFoundError:
-            doc = None
-        if doc is None and self.parent is not None:
-            try:
-                shared = self.parent.receipt(key)
-            except UnknownReceiptError:
-                shared = None
-            if shared is not None and self.parent._receipt_seq(key) < self.meta.base:
-                return shared
+        """The receipt stored under ``key`` (the last one written)."""
+        doc = self._receipt_doc(key, 1 << 62)
         if doc is None:
             raise UnknownReceiptError(f"session {self.meta.name!r} has no receipt {key!r}")
         receipt: dict[str, Any] = doc["receipt"]
         return receipt
 
-    def _receipt_seq(self, key: str) -> int:
+    def _receipt_doc(self, key: str, before: int) -> dict[str, Any] | None:
+        """The last version of receipt ``key`` written before seq ``before``: this
+        session's own versions, then what it shares of its parent's."""
+        ev = ev_stream(self.meta.uid)
         try:
-            seq: int = self.store.get_blob(ev_stream(self.meta.uid), f"receipt/{key}")["seq"]
-            return seq
+            doc: dict[str, Any] | None = self.store.get_blob(ev, f"receipt/{key}")
         except NotFoundError:
-            return self.parent._receipt_seq(key) if self.parent is not None else 1 << 62
+            doc = None
+        while doc is not None and doc["seq"] >= before:
+            prev = doc.get("prev")
+            doc = self.store.get_blob(ev, f"receipt/{key}@{prev}") if prev is not None else None
+        if doc is not None:
+            return doc
+        if self.parent is not None:
+            return self.parent._receipt_doc(key, min(before, self.meta.base))
+        return None
 
     def instance(self) -> SessionInstance:
         """A complete SessionInstance with this session's metadata."""
