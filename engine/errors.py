@@ -17,6 +17,10 @@ class StoreClosedError(SeglogError):
     """The store (or session layer object) was used after close()."""
 
 
+class StoreFailedError(SeglogError):
+    """An earlier write failed (disk full, I/O error): the store refuses writes until reopened."""
+
+
 class StoreLockedError(SeglogError):
     """Another process already holds the writer lock of the store."""
 

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 class PersistenceManager:
     def __init__(self, pool: SessionPool, directory: str | os.PathLike[str], save_interval: float = 1.0,
-                 save_after: int = 256, *, durability: Durability | str = Durability.PROCESS,
+                 save_after: int = 256, *, max_pending: int | None = None,
+                 durability: Durability | str = Durability.PROCESS,
                  store_options: dict[str, Any] | None = None, register_atexit: bool = True) -> None:
         if not save_interval > 0:
             raise InvalidArgumentError(f"save_interval must be positive, not {save_interval}")
@@ -53,6 +54,11 @@ class PersistenceManager:
         self.pool = pool
         self.save_interval = save_interval
         self.save_after = save_after
+        #: A session with this many unsaved changes is saved by the thread recording
+        #: them (backpressure: memory stays bounded when saving cannot keep up).
+        self.max_pending = max_pending if max_pending is not None else 16 * save_after
+        if self.max_pending < save_after:
+            raise InvalidArgumentError(f"max_pending must be at least save_after ({save_after})")
         options = {"compress_events": True, **(store_options or {})}
         self.store: Store = open_store(directory, durability=durability, **options)
         self.catalog = SessionCatalog(self.store)
@@ -80,15 +86,19 @@ class PersistenceManager:
             raise StoreClosedError("the PersistenceManager was shut down")
 
     # -- instances ----------------------------------------------------------------------
-    def _adopt(self, inst: SessionInstance) -> SessionInstance:
+    def _adopt(self, inst: SessionInstance, uid: str | None = None) -> SessionInstance:
         inst.on_change = self._note_change
+        if uid is not None:
+            inst.uid = uid
         self.pool.put(inst)
         return inst
 
     def _note_change(self, inst: SessionInstance, pending: int) -> None:
         if pending >= self.save_after:
             self._wake.set()
-        if inst.name not in self.pool:  # recorded into after eviction: track it again
+            if pending >= self.max_pending and not self._closed:
+                self.save_session(inst)  # the background saver is behind: save here
+        if inst.name not in self.pool and not inst.deleted:  # recorded into after eviction: track it
             self.pool.put(inst)
 
     def create_session(self, name: str, session_id: str | None = None) -> SessionInstance:
@@ -97,7 +107,7 @@ class PersistenceManager:
         with self._lock:
             self._check_open()
             p = self.catalog.register(name, session_id if session_id is not None else name, iso_now())
-            return self._adopt(p.instance())
+            return self._adopt(p.instance(), p.meta.uid)
 
     def load_session(self, name: str) -> SessionInstance:
         """The complete session: from the pool, else from the store (raises UnknownSessionError)."""
@@ -109,7 +119,7 @@ class PersistenceManager:
         p.repair()
         with self._lock:
             inst = self.pool.get(name)  # another thread may have loaded it meanwhile
-            return inst if inst is not None else self._adopt(p.instance())
+            return inst if inst is not None else self._adopt(p.instance(), p.meta.uid)
 
     get_session = load_session
 
@@ -131,12 +141,20 @@ class PersistenceManager:
             try:
                 with self._lock:
                     self._check_open()
+                    if inst.uid is not None and (inst.name not in self.catalog
+                                                 or self.catalog.uid(inst.name) != inst.uid):
+                        # Deleted (or replaced) while the caller still held this instance.
+                        inst.mark_deleted()
+                        if self.pool.get(inst.name) is inst:
+                            self.pool.remove(inst.name)
+                        log.warning("session %r was deleted; dropping %d unsaved changes", inst.name, len(changes))
+                        return 0
                     if inst.name in self.catalog:
                         p = self.catalog.persister(inst.name)
                     else:
                         p = self.catalog.register(inst.name, inst.id, inst.created)
-                        if inst.on_change is None:
-                            self._adopt(inst)
+                    if inst.uid is None:
+                        self._adopt(inst, p.meta.uid)
                 p.save(changes)
             except BaseException:
                 inst.restore_changes(changes)
@@ -282,7 +300,7 @@ class PersistenceManager:
             self._check_open()
             sid, created = (src.meta.id, src.meta.created) if keep_header else (new_name, iso_now())
             p = self.catalog.register(new_name, sid, created, src.meta.uid, at_seq + 1, cp_base)
-            return self._adopt(p.instance())
+            return self._adopt(p.instance(), p.meta.uid)
 
     def save_as(self, source: str, new_name: str) -> SessionInstance:
         """A copy of the session at its head, like ``:session save NAME`` (same header)."""
@@ -290,8 +308,18 @@ class PersistenceManager:
         return self.fork(source, new_name, head, keep_header=True)
 
     def delete(self, name: str) -> None:
-        """Delete a session. Its data stays while forks share it, and goes with the last one."""
-        with self._lock:
+        """Delete a session. Its data stays while forks share it, and goes with the last one.
+
+        A save of it in progress finishes first; the instance refuses new events."""
+        inst = self.pool.get(name)
+        if inst is None:
+            with self._lock:
+                self._check_open()
+                self.catalog.delete(name)
+            return
+        with inst.save_lock, self._lock:  # the order of save_session: instance, then catalog
             self._check_open()
             self.catalog.delete(name)
-            self.pool.remove(name)
+            inst.mark_deleted()
+            if self.pool.get(name) is inst:
+                self.pool.remove(name)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, UnknownSessionError
 from .session_schema import (
     REASONS,
     check_int,
@@ -72,6 +72,9 @@ class SessionInstance:
         self.save_lock = threading.Lock()  # held by a save in progress
         #: Called after each recorded change with (instance, pending change count).
         self.on_change: Callable[[SessionInstance, int], None] | None = None
+        #: The stored session this instance belongs to (set by the PersistenceManager).
+        self.uid: str | None = None
+        self.deleted = False
 
     # -- state ------------------------------------------------------------------
     @property
@@ -102,6 +105,13 @@ class SessionInstance:
             self._first_change_at = 0.0
         return taken
 
+    def mark_deleted(self) -> None:
+        """The session was deleted: drop what is pending and refuse new events."""
+        with self._lock:
+            self.deleted = True
+            self._pending = Changes()
+            self._first_change_at = 0.0
+
     def restore_changes(self, changes: Changes) -> None:
         """Put back the changes of a save that failed, before anything newer."""
         if not changes:
@@ -118,6 +128,8 @@ class SessionInstance:
                 receipt: dict[str, Any] | None = None) -> int:
         """Number ``event`` (its first key is ``seq``) and add it to the pending changes."""
         with self._lock:
+            if self.deleted:
+                raise UnknownSessionError(f"session {self.name!r} was deleted")
             seq = self.event_count
             event["seq"] = seq
             pending = self._pending

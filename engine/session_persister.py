@@ -82,9 +82,14 @@ class IncrementalWriter:
         self.store = store
         self.meta = meta
         self.encoder = encoder
+        self._last_cp: int | None = None  # seq of the last checkpoint entry written
 
     def write(self, changes: Changes) -> int:
-        """Write ``changes``; return the number of engine records written."""
+        """Write ``changes`` (in one write to the OS); return the number of engine records."""
+        with self.store.batch():
+            return self._write(changes)
+
+    def _write(self, changes: Changes) -> int:
         store, uid = self.store, self.meta.uid
         ev = ev_stream(uid)
         records = 0
@@ -122,11 +127,13 @@ class IncrementalWriter:
             store.append_batch(ev, [session_events.encode(e, first + i) for i, e in enumerate(events)])  # commit
             records += 1
         cp = cp_stream(uid)
-        last_cp = store.get(cp, store.next_seq(cp) - 1)["seq"] if store.has_stream(cp) else -1
+        if self._last_cp is None:
+            self._last_cp = store.get(cp, store.next_seq(cp) - 1)["seq"] if store.has_stream(cp) else -1
         cps = [{"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
-               for e in changes.events if e["type"] == "checkpoint" and e["seq"] > last_cp]
+               for e in changes.events if e["type"] == "checkpoint" and e["seq"] > self._last_cp]
         if cps:
-            store.append_batch(cp_stream(uid), cps)
+            store.append_batch(cp, cps)
+            self._last_cp = cps[-1]["seq"]
             records += 1
         return records
 

@@ -25,7 +25,7 @@ import lz4.block
 from . import codec
 from .errors import CorruptionError
 
-KEYFRAME_EVERY = 32
+KEYFRAME_EVERY = 128
 MAX_CHAIN = 4 * KEYFRAME_EVERY
 
 
@@ -49,7 +49,7 @@ class StateEncoder:
             doc = {"f": fmt, "b": self.prev_id, "n": len(raw), "z": z}
             self.since_keyframe += 1
         else:
-            z = lz4.block.compress(raw, store_size=False)
+            z = lz4.block.compress(raw, store_size=False, mode="high_compression")
             doc = {"f": fmt, "b": None, "n": len(raw), "z": z}
             self.since_keyframe = 0
         self.prev_id, self.prev_raw, self.prev_fmt = state_id, raw, fmt

@@ -20,6 +20,7 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import takewhile
 from types import TracebackType
@@ -38,6 +39,7 @@ from .errors import (
     ReadOnlyError,
     RecordTooLargeError,
     StoreClosedError,
+    StoreFailedError,
     TruncatedRecordError,
     UnknownStreamError,
 )
@@ -138,6 +140,8 @@ class Store:
         self._act_lsn_offset = 0  # offset in the active segment = lsn + this
         self._read_limit = options.max_record_bytes
         self._flusher: BackgroundFlusher | None = None
+        self._batching = threading.local()  # depth of batch() blocks in this thread
+        self._failed: OSError | None = None  # a write failed: no more writes
         self._act_idx: ActiveIndexFile | None = None
         self._open()
         self._committer = GroupCommitter(self._sync_source, self._on_synced)
@@ -345,6 +349,8 @@ class Store:
             raise StoreClosedError(f"store {self.path} is closed")
         if self.options.readonly:
             raise ReadOnlyError(f"store {self.path} was opened read-only")
+        if self._failed is not None:
+            raise StoreFailedError(f"an earlier write to {self.path} failed ({self._failed}); reopen the store")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -381,7 +387,9 @@ class Store:
         if rtype == RecordType.STREAM_CREATE:
             self._act_creates[stream_id] = bytes(rec[record.HEADER_SIZE:]).decode("utf-8")
         self._index_record(end, seq, stream_id, count, rtype, flags, len(rec))
-        if self.options.durability is not Durability.RELAXED or len(self._pending) >= self.options.buffer_bytes:
+        if len(self._pending) >= self.options.buffer_bytes or (
+            self.options.durability is not Durability.RELAXED and not getattr(self._batching, "depth", 0)
+        ):
             self._flush_pending()
         return end
 
@@ -389,8 +397,13 @@ class Store:
         if self._pending:
             try:
                 self._active.write(self._pending)
+            except OSError as exc:
+                # The catalog already counts these records: refuse further writes
+                # rather than serve or extend a log that does not hold them.
+                self._failed = exc
+                log.error("%s: write failed, the store refuses writes until reopened: %s", self.path, exc)
+                raise StoreFailedError(f"write to {self._active.path} failed: {exc}; reopen the store") from exc
             finally:
-                # A failed write leaves the segment's size where the OS put it.
                 self._pending = bytearray()
 
     def _check_size(self, payload: int) -> None:
@@ -411,8 +424,28 @@ class Store:
         return st
 
     def _wait_durable(self, lsn: int) -> None:
-        if self.options.durability is Durability.POWER:
+        if self.options.durability is Durability.POWER and not getattr(self._batching, "depth", 0):
             self._committer.wait(lsn)
+
+    @contextmanager
+    def batch(self) -> Iterator[Store]:
+        """Group this thread's appends: they are handed to the OS in one write (and,
+        in "power" mode, made durable by one fsync) when the outermost block ends,
+        and each of them is acknowledged only then. Records stay individually
+        atomic; a crash inside the block may keep some of them and not others."""
+        depth = getattr(self._batching, "depth", 0)
+        self._batching.depth = depth + 1
+        try:
+            yield self
+        finally:
+            self._batching.depth = depth
+            if depth == 0:
+                with self._lock:
+                    if not self._closed and self.options.durability is not Durability.RELAXED:
+                        self._flush_pending()
+                    lsn = self._lsn_written
+                if not self._closed:
+                    self._wait_durable(lsn)
 
     def create_stream(self, name: str) -> None:
         """Create an empty stream (appending to a new name creates it too). Idempotent."""
@@ -511,7 +544,7 @@ class Store:
 
     def _background_flush(self) -> None:
         with self._lock:
-            if self._closed:
+            if self._closed or self._failed is not None:
                 return
             behind = self._lsn_written > self._committer.synced
         if behind:
@@ -775,7 +808,7 @@ class Store:
         if self._flusher is not None:
             self._flusher.stop()
         try:
-            if not self.options.readonly:
+            if not self.options.readonly and self._failed is None:
                 with self._lock:
                     self._flush_pending()
                     self._active.sync()
