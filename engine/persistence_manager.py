@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from bisect import bisect_right
 from typing import Any
 
@@ -66,6 +67,8 @@ class PersistenceManager:
         if self.catalog.collect():
             log.info("%s: dropped data of deleted or unfinished sessions", self.store.path)
         self._closed = False
+        # Instances handed out, while the caller holds them (one instance per session).
+        self._live: weakref.WeakValueDictionary[str, SessionInstance] = weakref.WeakValueDictionary()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.saves = 0
@@ -86,10 +89,17 @@ class PersistenceManager:
             raise StoreClosedError("the PersistenceManager was shut down")
 
     # -- instances ----------------------------------------------------------------------
-    def _adopt(self, inst: SessionInstance, uid: str | None = None) -> SessionInstance:
+    def _attach(self, inst: SessionInstance, uid: str) -> SessionInstance:
+        """Bind an instance to its stored session (caller holds the catalog lock)."""
         inst.on_change = self._note_change
-        if uid is not None:
-            inst.uid = uid
+        inst.uid = uid
+        inst.max_value_bytes = self.store.options.max_record_bytes
+        self._live[inst.name] = inst
+        return inst
+
+    def _pooled(self, inst: SessionInstance) -> SessionInstance:
+        """Put an instance in the pool. Never under the catalog lock: an eviction may
+        save another session, which takes the catalog lock after that session's save lock."""
         self.pool.put(inst)
         return inst
 
@@ -107,19 +117,26 @@ class PersistenceManager:
         with self._lock:
             self._check_open()
             p = self.catalog.register(name, session_id if session_id is not None else name, iso_now())
-            return self._adopt(p.instance(), p.meta.uid)
+            inst = self._attach(p.instance(), p.meta.uid)
+        return self._pooled(inst)
 
     def load_session(self, name: str) -> SessionInstance:
         """The complete session: from the pool, else from the store (raises UnknownSessionError)."""
+        self._check_open()
         inst = self.pool.get(name)
-        if inst is not None:
+        if inst is not None and not inst.deleted:
             inst.last_accessed = time.time()
             return inst
-        p = self._named(name)
-        p.repair()
         with self._lock:
-            inst = self.pool.get(name)  # another thread may have loaded it meanwhile
-            return inst if inst is not None else self._adopt(p.instance(), p.meta.uid)
+            p = self._named(name)
+            live = self._live.get(name)
+            if live is not None and live.uid == p.meta.uid and not live.deleted:
+                inst = live  # evicted but still held by the caller: the same instance
+            else:
+                p.repair()
+                inst = self._attach(p.instance(), p.meta.uid)
+        inst.last_accessed = time.time()
+        return self._pooled(inst)
 
     get_session = load_session
 
@@ -153,15 +170,18 @@ class PersistenceManager:
                         p = self.catalog.persister(inst.name)
                     else:
                         p = self.catalog.register(inst.name, inst.id, inst.created)
-                    if inst.uid is None:
-                        self._adopt(inst, p.meta.uid)
+                    adopted = inst.uid is None
+                    if adopted:
+                        self._attach(inst, p.meta.uid)
                 p.save(changes)
             except BaseException:
                 inst.restore_changes(changes)
                 raise
             inst.size_on_disk = p.size_on_disk
             self.saves += 1
-            return len(changes)
+        if adopted:
+            self._pooled(inst)
+        return len(changes)
 
     def save_dirty_sessions(self) -> int:
         """Save every dirty pooled session; return the number of changes written."""
@@ -300,7 +320,8 @@ class PersistenceManager:
             self._check_open()
             sid, created = (src.meta.id, src.meta.created) if keep_header else (new_name, iso_now())
             p = self.catalog.register(new_name, sid, created, src.meta.uid, at_seq + 1, cp_base)
-            return self._adopt(p.instance(), p.meta.uid)
+            inst = self._attach(p.instance(), p.meta.uid)
+        return self._pooled(inst)
 
     def save_as(self, source: str, new_name: str) -> SessionInstance:
         """A copy of the session at its head, like ``:session save NAME`` (same header)."""

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .errors import InvalidArgumentError, UnknownSessionError
+from .errors import InvalidArgumentError, RecordTooLargeError, UnknownSessionError
 from .session_schema import (
     REASONS,
     check_int,
+    check_receipt_key,
     check_session_name,
     check_str,
     iso_now,
@@ -75,6 +76,8 @@ class SessionInstance:
         #: The stored session this instance belongs to (set by the PersistenceManager).
         self.uid: str | None = None
         self.deleted = False
+        #: Largest encoded state, receipt or event text accepted (the store's record limit).
+        self.max_value_bytes = 16 << 20
 
     # -- state ------------------------------------------------------------------
     @property
@@ -153,12 +156,22 @@ class SessionInstance:
     def _ts(ts: int | None) -> int:
         return now_ms() if ts is None else check_int("ts", ts)
 
+    def _sized(self, what: str, size: int) -> None:
+        if size > self.max_value_bytes:
+            raise RecordTooLargeError(f"{what} of {size} bytes is over the store's limit of {self.max_value_bytes}")
+
+    def _text(self, field: str, value: object) -> str:
+        text = check_str(field, value)
+        if 3 * len(text) > self.max_value_bytes // 2:  # may be too large: measure exactly
+            self._sized(field, 2 * len(text.encode("utf-8", "surrogatepass")))
+        return text
+
     def input(self, code: str, ts: int | None = None) -> int:
-        return self._record({"seq": 0, "ts": self._ts(ts), "type": "input", "code": check_str("code", code)})
+        return self._record({"seq": 0, "ts": self._ts(ts), "type": "input", "code": self._text("code", code)})
 
     def step(self, d: int, ctrl: str, ts: int | None = None) -> int:
         return self._record({"seq": 0, "ts": self._ts(ts), "type": "step", "d": check_int("d", d),
-                             "ctrl": check_str("ctrl", ctrl)})
+                             "ctrl": self._text("ctrl", ctrl)})
 
     def checkpoint(self, d: int, reason: str, state: Any, ts: int | None = None) -> str:
         """Record a checkpoint with its serialized machine state; return its state id.
@@ -170,23 +183,23 @@ class SessionInstance:
             raise InvalidArgumentError(f"checkpoint reason must be one of {sorted(REASONS)}, not {reason!r}")
         event = {"seq": 0, "ts": self._ts(ts), "type": "checkpoint", "d": check_int("d", d),
                  "reason": reason, "stateId": ""}
-        self._record(event, state=codec.pack_value(state))
+        raw = codec.pack_value(state)
+        self._sized("state", len(raw))
+        self._record(event, state=raw)
         return str(event["stateId"])
 
     def llm_req(self, d: int, model: str, prompt_preview: str, receipt_key: str, ts: int | None = None) -> int:
         return self._record({"seq": 0, "ts": self._ts(ts), "type": "llm_req", "d": check_int("d", d),
                              "model": check_str("model", model),
                              "promptPreview": preview(check_str("promptPreview", prompt_preview)),
-                             "receiptKey": check_str("receiptKey", receipt_key)})
+                             "receiptKey": check_receipt_key(receipt_key)})
 
     def llm_resp(self, d: int, value_preview: str, duration_ms: int, receipt_key: str, *,
                  request: Any, response: Any, timestamp: int | None = None, tokens: Any = None,
                  ts: int | None = None) -> int:
         """Record an LLM response with its receipt ``{key, request, response, timestamp, durationMs, tokens?}``."""
         ts = self._ts(ts)
-        check_str("receiptKey", receipt_key)
-        if not receipt_key:
-            raise InvalidArgumentError("receiptKey must not be empty")
+        check_receipt_key(receipt_key)
         event: dict[str, Any] = {"seq": 0, "ts": ts, "type": "llm_resp", "d": check_int("d", d),
                                  "valuePreview": preview(check_str("valuePreview", value_preview))}
         if tokens is not None:
@@ -198,7 +211,7 @@ class SessionInstance:
                                    "durationMs": duration_ms}
         if tokens is not None:
             receipt["tokens"] = tokens
-        codec.pack(receipt)  # reject what cannot be stored now, not at save time
+        self._sized("receipt", len(codec.pack(receipt)[0]))  # reject what cannot be stored now
         return self._record(event, receipt=receipt)
 
     def effect(self, d: int, op: str, args_preview: str, ts: int | None = None) -> int:
@@ -211,11 +224,11 @@ class SessionInstance:
                              "valuePreview": preview(check_str("valuePreview", value_preview))})
 
     def result(self, value: str, ts: int | None = None) -> int:
-        return self._record({"seq": 0, "ts": self._ts(ts), "type": "result", "value": check_str("value", value)})
+        return self._record({"seq": 0, "ts": self._ts(ts), "type": "result", "value": self._text("value", value)})
 
     def error(self, d: int, message: str, stack: str | None = None, ts: int | None = None) -> int:
         event: dict[str, Any] = {"seq": 0, "ts": self._ts(ts), "type": "error", "d": check_int("d", d),
-                                 "message": check_str("message", message)}
+                                 "message": self._text("message", message)}
         if stack is not None:
-            event["stack"] = check_str("stack", stack)
+            event["stack"] = self._text("stack", stack)
         return self._record(event)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import session_events
-from .errors import BlobNotFoundError, CorruptionError, NotFoundError
+from .errors import BlobNotFoundError, CorruptionError, NotFoundError, RecordTooLargeError
 from .session_instance import Changes, SessionInstance
 from .state_codec import StateEncoder, decode_raw, raw_to_value
 from .store import Store
@@ -85,9 +85,18 @@ class IncrementalWriter:
         self._last_cp: int | None = None  # seq of the last checkpoint entry written
 
     def write(self, changes: Changes) -> int:
-        """Write ``changes`` (in one write to the OS); return the number of engine records."""
-        with self.store.batch():
-            return self._write(changes)
+        """Write ``changes`` (in one write to the OS); return the number of engine records.
+
+        If it fails, the delta encoder is left as it was, so a retry encodes the
+        same states against the same bases."""
+        enc = self.encoder
+        before = (enc.prev_id, enc.prev_raw, enc.prev_fmt, enc.since_keyframe)
+        try:
+            with self.store.batch():
+                return self._write(changes)
+        except BaseException:
+            enc.prev_id, enc.prev_raw, enc.prev_fmt, enc.since_keyframe = before
+            raise
 
     def _write(self, changes: Changes) -> int:
         store, uid = self.store, self.meta.uid
@@ -124,8 +133,7 @@ class IncrementalWriter:
             events = events[stored - first :]
         if events:
             first = events[0]["seq"]
-            store.append_batch(ev, [session_events.encode(e, first + i) for i, e in enumerate(events)])  # commit
-            records += 1
+            records += self._append_events(ev, [session_events.encode(e, first + i) for i, e in enumerate(events)])
         cp = cp_stream(uid)
         if self._last_cp is None:
             self._last_cp = store.get(cp, store.next_seq(cp) - 1)["seq"] if store.has_stream(cp) else -1
@@ -138,6 +146,18 @@ class IncrementalWriter:
         return records
 
 
+    def _append_events(self, stream: str, stored: list[Any]) -> int:
+        """Append events (the commit point) in as few records as the record limit allows."""
+        try:
+            self.store.append_batch(stream, stored)
+            return 1
+        except RecordTooLargeError:
+            if len(stored) == 1:
+                raise
+        half = len(stored) // 2
+        return self._append_events(stream, stored[:half]) + self._append_events(stream, stored[half:])
+
+
 class SessionPersister:
     """Reads and writes one session (and, through its parents, what it shares)."""
 
@@ -148,6 +168,7 @@ class SessionPersister:
         self.parent = parent
         self.max_state_bytes = max_state_bytes
         self._writer: IncrementalWriter | None = None
+        self._unlisted: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
 
     # -- sizes ---------------------------------------------------------------------
     def _own(self, stream: str) -> int:
@@ -159,7 +180,22 @@ class SessionPersister:
 
     @property
     def checkpoint_count(self) -> int:
-        return self.meta.cp_base + self._own(cp_stream(self.meta.uid))
+        return self.meta.cp_base + self._own(cp_stream(self.meta.uid)) + len(self._unlisted_checkpoints())
+
+    def _unlisted_checkpoints(self) -> list[dict[str, Any]]:
+        """Checkpoint events after the last checkpoint entry: what a crash between a
+        save's events and its checkpoint entries left out (repair() writes them)."""
+        uid = self.meta.uid
+        n_cp = self._own(cp_stream(uid))
+        last = self.store.get(cp_stream(uid), n_cp - 1)["seq"] if n_cp else self.meta.base - 1
+        end = self.event_count
+        key = (n_cp, end)
+        if self._unlisted is None or self._unlisted[0] != key:
+            start = max(last + 1, self.meta.base)
+            found = [{"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
+                     for e in self.events(start, end) if e["type"] == "checkpoint"] if start < end else []
+            self._unlisted = (key, found)
+        return self._unlisted[1]
 
     @property
     def size_on_disk(self) -> int:
@@ -194,13 +230,9 @@ class SessionPersister:
     def repair(self) -> None:
         """Add checkpoint entries that a crash after the events' commit left out."""
         uid = self.meta.uid
-        n_cp = self._own(cp_stream(uid))
-        last_cp = self.store.get(cp_stream(uid), n_cp - 1)["seq"] if n_cp else self.meta.base - 1
-        start = max(last_cp + 1, self.meta.base)
-        if start >= self.event_count:
+        if self.store.options.readonly:
             return
-        cps = [{"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
-               for e in self.events(start, None) if e["type"] == "checkpoint"]
+        cps = self._unlisted_checkpoints()
         if cps:
             log.warning("session %r: restoring %d checkpoint entries after a crash", self.meta.name, len(cps))
             self.store.append_batch(cp_stream(uid), cps)
@@ -231,20 +263,29 @@ class SessionPersister:
             out.extend(self.parent.checkpoints(start, min(end, cb)))
         if end > cb:
             cp = cp_stream(self.meta.uid)
-            if self.store.has_stream(cp):
-                out.extend(self.store.scan(cp, max(start, cb) - cb, end - cb))
+            listed = self._own(cp)
+            if listed:
+                out.extend(self.store.scan(cp, max(start, cb) - cb, min(end - cb, listed)))
+            first_unlisted = cb + listed
+            if end > first_unlisted:
+                unlisted = self._unlisted_checkpoints()
+                out.extend(unlisted[max(start, first_unlisted) - first_unlisted : end - first_unlisted])
         return out
 
-    def _state_doc(self, state_id: str) -> Any:
+    def _state_doc(self, state_id: str, before: int | None = None) -> Any:
+        """The stored state, if its checkpoint was committed before seq ``before``
+        (default: this session's end). A state written by a save whose events never
+        made it (a crash in between) is not there."""
+        limit = self.event_count if before is None else before
         ev = ev_stream(self.meta.uid)
         try:
-            return self.store.get_blob(ev, f"state/{state_id}")
+            doc = self.store.get_blob(ev, f"state/{state_id}")
+            if doc.get("s", -1) < limit:
+                return doc
         except NotFoundError:
             pass
         if self.parent is not None:
-            doc = self.parent._state_doc(state_id)
-            if doc.get("s", -1) < self.meta.base:
-                return doc
+            return self.parent._state_doc(state_id, min(limit, self.meta.base))
         raise UnknownStateError(f"session {self.meta.name!r} has no state {state_id!r}")
 
     def state_raw(self, state_id: str, known: dict[str, tuple[str, bytes]] | None = None) -> tuple[str, bytes]:
@@ -265,7 +306,7 @@ class SessionPersister:
 
     def receipt(self, key: str) -> dict[str, Any]:
         """The receipt stored under ``key`` (the last one written)."""
-        doc = self._receipt_doc(key, 1 << 62)
+        doc = self._receipt_doc(key, self.event_count)
         if doc is None:
             raise UnknownReceiptError(f"session {self.meta.name!r} has no receipt {key!r}")
         receipt: dict[str, Any] = doc["receipt"]

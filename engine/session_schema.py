@@ -82,7 +82,24 @@ def _require(cond: bool, what: str) -> None:
 def check_int(field: str, value: object) -> int:
     _require(isinstance(value, int) and not isinstance(value, bool), f"{field} must be an int, not {value!r}")
     assert isinstance(value, int)
+    _require(-(2**63) <= value < 2**64, f"{field} {value} does not fit in 64 bits")
     return value
+
+
+MAX_RECEIPT_KEY_BYTES = 1000
+
+
+def check_receipt_key(key: object) -> str:
+    """A receipt key becomes part of a blob key: non-empty, valid text, at most 1000 bytes."""
+    key = check_str("receiptKey", key)
+    _require(bool(key), "receiptKey must not be empty")
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"receiptKey {key!r} is not valid Unicode text") from None
+    _require(len(raw) <= MAX_RECEIPT_KEY_BYTES,
+             f"receiptKey is {len(raw)} bytes; the limit is {MAX_RECEIPT_KEY_BYTES}")
+    return key
 
 
 def check_str(field: str, value: object) -> str:
