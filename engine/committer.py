@@ -14,26 +14,45 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 
 class GroupCommitter:
+    #: How long a leader waits, at most, for the writers of its last group to append.
+    GATHER_SECONDS = 0.0003
+
     def __init__(self, sync_source: Callable[[], tuple[int, int]],
-                 on_synced: Callable[[int], None]) -> None:
+                 on_synced: Callable[[int], None], written: Callable[[], int] | None = None) -> None:
         """``sync_source()`` returns ``(duplicated fd, lsn written)``; the committer
-        fsyncs and closes the fd. ``on_synced(lsn)`` runs after each fsync."""
+        fsyncs and closes the fd. ``on_synced(lsn)`` runs after each fsync.
+        ``written()`` reads how many records were appended so far (without locking)."""
         self._sync_source = sync_source
         self._on_synced = on_synced
+        self._written = written
         self._cv = threading.Condition()
         self._synced = 0
         self._leader = False
+        self._waiting = 0  # writers waiting for the current leader's fsync
+        self._last_group = 1  # records the last fsync covered
+        self._synced_records = 0
         self.fsyncs = 0
 
     @property
     def synced(self) -> int:
         return self._synced
+
+    def _gather(self) -> None:
+        """Let the writers that the last fsync released append again before this one
+        starts, so that one fsync covers them all: yield the GIL until as many
+        records have arrived as the last fsync covered, for GATHER_SECONDS at most."""
+        assert self._written is not None
+        want = self._synced_records + self._last_group
+        deadline = time.perf_counter() + self.GATHER_SECONDS
+        while self._written() < want and time.perf_counter() < deadline:
+            time.sleep(0)
 
     def mark_synced(self, lsn: int) -> None:
         with self._cv:
@@ -45,11 +64,17 @@ class GroupCommitter:
         with self._cv:
             while self._synced < lsn:
                 if self._leader:
+                    self._waiting += 1
                     self._cv.wait()
+                    self._waiting -= 1
                     continue
                 self._leader = True
+                others = self._waiting > 0
                 self._cv.release()
                 try:
+                    if others and self._written is not None:
+                        self._gather()
+                    records = self._written() if self._written is not None else 0
                     fd, target = self._sync_source()
                     try:
                         os.fdatasync(fd)
@@ -63,6 +88,9 @@ class GroupCommitter:
                 self.fsyncs += 1
                 if target > self._synced:
                     self._synced = target
+                if records > self._synced_records:
+                    self._last_group = records - self._synced_records
+                    self._synced_records = records
 
 
 class BackgroundFlusher:

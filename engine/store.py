@@ -136,6 +136,7 @@ class Store:
         self._idx_written = 0  # bytes of _act_entries already in the .idx file
         self._synced_end = 0  # offset in the active segment known to be on disk
         self._lsn_written = 0  # bytes appended since open
+        self._records_written = 0
         self._act_start_lsn = 0  # lsn at which the active segment became active
         self._act_lsn_offset = 0  # offset in the active segment = lsn + this
         self._read_limit = options.max_record_bytes
@@ -144,7 +145,7 @@ class Store:
         self._failed: OSError | None = None  # a write failed: no more writes
         self._act_idx: ActiveIndexFile | None = None
         self._open()
-        self._committer = GroupCommitter(self._sync_source, self._on_synced)
+        self._committer = GroupCommitter(self._sync_source, self._on_synced, lambda: self._records_written)
         if not options.readonly:
             self._flusher = BackgroundFlusher(options.flush_interval, self._background_flush,
                                               f"seglog-flush:{os.path.basename(self.path)}")
@@ -384,11 +385,15 @@ class Store:
             end = self._active.size
         self._pending += rec
         self._lsn_written += len(rec)
+        self._records_written += 1
         if rtype == RecordType.STREAM_CREATE:
             self._act_creates[stream_id] = bytes(rec[record.HEADER_SIZE:]).decode("utf-8")
         self._index_record(end, seq, stream_id, count, rtype, flags, len(rec))
+        # "process": in the OS before the call returns. "power": the group commit
+        # leader writes everything pending right before its fsync (one write per
+        # group, and no write races the fsync). "relaxed": the background thread.
         if len(self._pending) >= self.options.buffer_bytes or (
-            self.options.durability is not Durability.RELAXED and not getattr(self._batching, "depth", 0)
+            self.options.durability is Durability.PROCESS and not getattr(self._batching, "depth", 0)
         ):
             self._flush_pending()
         return end
@@ -441,7 +446,7 @@ class Store:
             self._batching.depth = depth
             if depth == 0:
                 with self._lock:
-                    if not self._closed and self.options.durability is not Durability.RELAXED:
+                    if not self._closed and self.options.durability is Durability.PROCESS:
                         self._flush_pending()
                     lsn = self._lsn_written
                 if not self._closed:
