@@ -32,7 +32,7 @@ class GroupCommitter:
         self._sync_source = sync_source
         self._on_synced = on_synced
         self._written = written
-        self._cv = threading.Condition()
+        self._cv = threading.Condition(threading.Lock())
         self._synced = 0
         self._leader = False
         self._waiting = 0  # writers waiting for the current leader's fsync
