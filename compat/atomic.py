@@ -10,6 +10,10 @@ import os
 import shutil
 from collections.abc import Iterable
 
+from engine.segment import fsync_dir
+
+__all__ = ["fsync_dir", "remove_stale_temps", "replace_file"]
+
 
 def _tmp_path(path: str) -> str:
     head, tail = os.path.split(path)
@@ -38,14 +42,6 @@ def remove_stale_temps(directory: str) -> None:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(directory, name))
-
-
-def fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def replace_file(path: str, chunks: Iterable[bytes], base: str | None = None, *, durable: bool = True,

@@ -21,21 +21,27 @@ if TYPE_CHECKING:
 MAX_NAME_BYTES = 255
 
 
-def check_stream_name(name: object) -> bytes:
-    """Validate a stream name and return its UTF-8 bytes."""
+def check_name(name: object, what: str, max_bytes: int) -> bytes:
+    """Validate a name (a non-empty str of valid Unicode text, at most ``max_bytes``
+    in UTF-8, no control characters) and return its UTF-8 bytes."""
     if not isinstance(name, str):
-        raise InvalidNameError(f"stream name must be a str, not {type(name).__name__}")
+        raise InvalidNameError(f"{what} must be a str, not {type(name).__name__}")
     if not name:
-        raise InvalidNameError("stream name must not be empty")
+        raise InvalidNameError(f"{what} must not be empty")
     try:
         raw = name.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidNameError(f"stream name {name!r} is not valid Unicode text") from None
-    if len(raw) > MAX_NAME_BYTES:
-        raise InvalidNameError(f"stream name is {len(raw)} bytes; the limit is {MAX_NAME_BYTES}")
+        raise InvalidNameError(f"{what} {name!r} is not valid Unicode text") from None
+    if len(raw) > max_bytes:
+        raise InvalidNameError(f"{what} is {len(raw)} bytes; the limit is {max_bytes}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise InvalidNameError(f"stream name {name!r} contains a control character")
+        raise InvalidNameError(f"{what} {name!r} contains a control character")
     return raw
+
+
+def check_stream_name(name: object) -> bytes:
+    """Validate a stream name and return its UTF-8 bytes."""
+    return check_name(name, "stream name", MAX_NAME_BYTES)
 
 
 class Run(NamedTuple):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .catalog import check_name
 from .errors import InvalidArgumentError, InvalidNameError
 
 REASONS = frozenset({"llm_boundary", "periodic", "manual", "effect"})
@@ -55,22 +56,12 @@ def preview(text: str) -> str:
 
 
 def check_session_name(name: object) -> str:
-    """A session name becomes a file stem in ``sessions/``: no separators, no traversal."""
-    if not isinstance(name, str):
-        raise InvalidNameError(f"session name must be a str, not {type(name).__name__}")
-    if not name or name in (".", ".."):
-        raise InvalidNameError(f"session name {name!r} is not allowed")
-    bad = [c for c in name if c in "/\\\x00" or ord(c) < 0x20 or ord(c) == 0x7F]
-    if bad:
-        raise InvalidNameError(
-            f"session name {name!r} contains {bad[0]!r} (separators and control characters are not allowed)"
-        )
-    try:
-        raw = name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidNameError(f"session name {name!r} is not valid Unicode text") from None
-    if len(raw) > MAX_SESSION_NAME_BYTES:
-        raise InvalidNameError(f"session name is {len(raw)} bytes; the limit is {MAX_SESSION_NAME_BYTES}")
+    """A session name becomes a file stem in ``sessions/``: the rules of any name (no
+    control characters, NUL included), and no path separators, no "." or ".."."""
+    if isinstance(name, str) and (name in (".", "..") or "/" in name or "\\" in name):
+        raise InvalidNameError(f"session name {name!r} is not allowed (path separators, '.' and '..' are not)")
+    check_name(name, "session name", MAX_SESSION_NAME_BYTES)
+    assert isinstance(name, str)
     return name
 
 
