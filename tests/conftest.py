@@ -8,10 +8,16 @@ timing itself is never reproducible).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from engine import PersistenceManager, SeglogError, SessionPool
 
 #: How much longer the crash campaigns run with --long.
 LONG_FACTOR = 10
@@ -66,3 +72,38 @@ def crash_seed(pytestconfig: pytest.Config) -> int:
 @pytest.fixture
 def crash_rng(crash_seed: int) -> random.Random:
     return random.Random(crash_seed)
+
+
+class Managers:
+    """Makes PersistenceManagers on one store directory and shuts them down at
+    teardown (except those a deadlocked test abandons: their locks are held forever)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.made: list[PersistenceManager] = []
+        self.abandoned: list[PersistenceManager] = []
+
+    def __call__(self, size: int = 8, **kw: Any) -> PersistenceManager:
+        kw.setdefault("save_interval", 60.0)
+        kw.setdefault("register_atexit", False)
+        pm = PersistenceManager(SessionPool(size), self.path, **kw)
+        self.made.append(pm)
+        return pm
+
+    def reopen(self, pm: PersistenceManager, size: int = 8, **kw: Any) -> PersistenceManager:
+        pm.shutdown()
+        return self(size, **kw)
+
+    def close(self) -> None:
+        for pm in self.made:
+            if pm not in self.abandoned:
+                with contextlib.suppress(SeglogError):  # a test about a failing save may leave one
+                    pm.shutdown()
+
+
+@pytest.fixture
+def managers(tmp_path: Path) -> Iterator[Managers]:
+    """PersistenceManagers on ``tmp_path / "store"``, shut down at teardown."""
+    m = Managers(tmp_path / "store")
+    yield m
+    m.close()

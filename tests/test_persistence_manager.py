@@ -19,10 +19,11 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import Managers
 
 from engine import (
     BlobNotFoundError,
@@ -42,40 +43,6 @@ from engine import (
 )
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "legacy-samples"
-
-
-class Managers:
-    """Makes PersistenceManagers on one directory; shuts them down at teardown
-    (except those a deadlocked test abandons: their locks are held forever)."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = path
-        self.made: list[PersistenceManager] = []
-        self.abandoned: list[PersistenceManager] = []
-
-    def __call__(self, size: int = 8, **kw: Any) -> PersistenceManager:
-        kw.setdefault("save_interval", 60.0)
-        kw.setdefault("register_atexit", False)
-        pm = PersistenceManager(SessionPool(size), self.path, **kw)
-        self.made.append(pm)
-        return pm
-
-    def reopen(self, pm: PersistenceManager, size: int = 8, **kw: Any) -> PersistenceManager:
-        pm.shutdown()
-        return self(size, **kw)
-
-    def close(self) -> None:
-        for pm in self.made:
-            if pm not in self.abandoned:
-                with contextlib.suppress(SeglogError):  # a test about a failing save may leave one
-                    pm.shutdown()
-
-
-@pytest.fixture
-def managers(tmp_path: pathlib.Path) -> Iterator[Managers]:
-    m = Managers(tmp_path / "store")
-    yield m
-    m.close()
 
 
 @pytest.fixture(scope="module")

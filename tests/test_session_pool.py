@@ -7,17 +7,14 @@ it under a PersistenceManager, whose save_session is the saver.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import pathlib
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from conftest import Managers
 
-from engine import InvalidArgumentError, PersistenceManager, SeglogError, SessionInstance, SessionPool
+from engine import InvalidArgumentError, SessionInstance, SessionPool
 
 
 def clean(name: str) -> SessionInstance:
@@ -194,34 +191,9 @@ def test_concurrent_puts_and_gets_respect_the_limit_and_lose_nothing() -> None:
 
 
 # ------------------------------------------------------------- under a PersistenceManager
-class Managers:
-    """Makes PersistenceManagers on one directory and shuts them down at teardown
-    (except those a deadlocked test abandons: their locks are held forever)."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = path
-        self.made: list[PersistenceManager] = []
-        self.abandoned: list[PersistenceManager] = []
-
-    def __call__(self, size: int = 2, **kw: Any) -> PersistenceManager:
-        kw.setdefault("save_interval", 60.0)
-        pm = PersistenceManager(SessionPool(size), self.path, register_atexit=False, **kw)
-        self.made.append(pm)
-        return pm
-
-    def close(self) -> None:
-        for pm in self.made:
-            if pm in self.abandoned:
-                continue
-            with contextlib.suppress(SeglogError):
-                pm.shutdown()
-
-
 @pytest.fixture
-def manager(tmp_path: pathlib.Path) -> Iterator[Managers]:
-    managers = Managers(tmp_path / "store")
-    yield managers
-    managers.close()
+def manager(managers: Managers) -> Managers:
+    return managers
 
 
 def test_eviction_writes_the_session_to_the_store(manager: Managers) -> None:
