@@ -21,6 +21,7 @@ import tempfile
 import time
 from typing import Any
 
+from . import codec
 from .persistence_manager import PersistenceManager
 from .session_instance import SessionInstance
 from .session_pool import SessionPool
@@ -81,8 +82,6 @@ def run(path: str, sessions: int, commands: int) -> dict[str, float]:
     pm.shutdown()
     total_s = time.perf_counter() - t0
     events = sum(i.event_count for i in insts)
-    from . import codec
-
     state_bytes = sum(len(codec.pack_value(s)) for s in states) * commands  # roughly, per checkpoint
     disk = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
     t1 = time.perf_counter()

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import threading
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -130,7 +131,7 @@ class Store:
         self._sealed: list[tuple[LogSegment, SealedIndex]] = []
         self._pending = bytearray()  # appended records not yet handed to the OS
         self._act_entries = bytearray()  # index entries of the active segment
-        self._act_entry_offs: Any = None  # record offsets of those entries (array)
+        self._act_entry_offs: array[int] = array("q")  # record offsets of those entries
         self._act_creates: dict[int, str] = {}
         self._act_streams: set[int] = set()
         self._idx_written = 0  # bytes of _act_entries already in the .idx file
@@ -152,10 +153,7 @@ class Store:
 
     # ------------------------------------------------------------------ open
     def _open(self) -> None:
-        from array import array
-
         opts = self.options
-        self._act_entry_offs = array("q")
         if not os.path.isdir(self.path):
             if opts.readonly or not opts.create:
                 raise NotFoundError(f"no store at {self.path}")
@@ -608,8 +606,6 @@ class Store:
         self._active = new
         self._act_idx = new_idx
         self._act_entries = bytearray()
-        from array import array
-
         self._act_entry_offs = array("q")
         self._act_creates = {}
         self._act_streams = set()
