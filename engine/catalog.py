@@ -96,14 +96,6 @@ class StreamState:
         self.act_offs = array("q")
         self.act_blobs = {}
 
-    def locate(self, seq: int, active: LogSegment) -> tuple[LogSegment, int]:
-        """The segment and record offset holding event ``seq`` (0 <= seq < next_seq)."""
-        acts = self.act_seqs
-        if acts and seq >= acts[0]:
-            return active, self.act_offs[bisect_right(acts, seq) - 1]
-        run = self.runs[bisect_right(self.run_starts, seq) - 1]
-        return run.segment, run.offs[bisect_right(run.keys, seq, run.lo, run.hi) - 1]
-
     def locations_from(self, seq: int, active: LogSegment) -> Iterator[tuple[LogSegment, int, int]]:
         """``(segment, record offset, first seq)`` in seq order, from the record holding ``seq``."""
         acts = self.act_seqs

@@ -76,10 +76,6 @@ def pack_entry(offset: int, seq: int, stream_id: int, count: int, rtype: int, fl
     return body + xxhash.xxh32_intdigest(body).to_bytes(4, "little")
 
 
-def entry_for(rec: record.RecordView) -> bytes:
-    return pack_entry(rec.offset, rec.seq, rec.stream_id, rec.count, rec.rtype, rec.flags)
-
-
 def parse_entries(data: bytes | bytearray | memoryview) -> list[Entry]:
     return [Entry(*e[:6]) for e in ENTRY.iter_unpack(data)]
 
