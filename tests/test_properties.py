@@ -19,6 +19,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from strategies import msgpack_values
 
 import engine
 from engine import BlobNotFoundError, EventNotFoundError, UnknownStreamError
@@ -33,20 +34,7 @@ def fast_tmp_base() -> str | None:
 STREAMS = ["a", "b", "sess/é🙂", "x" * 255]
 KEYS = ["k", "k2", "ключ", "a" * 1024]
 
-texts = st.text(max_size=12) | st.sampled_from(["\ud83d", "a\udc00b", "é🙂"])
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False)
-    | texts
-    | st.binary(max_size=24)
-)
-small_values = st.recursive(
-    scalars,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(texts, children, max_size=3),
-    max_leaves=6,
-)
+small_values = msgpack_values(text_size=12, binary_size=24, width=3, leaves=6)
 # Big values: compressible (lz4 path) or not, large enough to fill 4 KiB segments quickly.
 big_values = st.one_of(
     st.builds(lambda n, c: c * n, st.integers(500, 6000), st.sampled_from(["a", "(+ 1 2) "])),

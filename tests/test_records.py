@@ -11,6 +11,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import msgpack_values
 
 from engine import codec, record
 from engine.errors import CorruptionError, EncodeError, InvalidArgumentError, SeglogError
@@ -29,20 +30,7 @@ PATH = "test.seg"
 
 # ---------------------------------------------------------------- strategies
 
-texts = st.text(max_size=20) | st.sampled_from(["\ud83d", "a\udc00b", "\udfff\ud800", "é🙂"])
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False)
-    | texts
-    | st.binary(max_size=40)
-)
-values = st.recursive(
-    scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4),
-    max_leaves=12,
-)
+values = msgpack_values(text_size=20, binary_size=40, width=4, leaves=12)
 
 
 def decode_one(rec: bytes, offset: int = 0) -> record.RecordView:
