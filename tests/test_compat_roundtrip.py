@@ -14,14 +14,13 @@ Without ``node`` the synthetic and native cases are skipped.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
-from array import array
 from pathlib import Path
 from typing import Any
 
+import node_wire
 import pytest
 
 import engine
@@ -175,31 +174,9 @@ class _Absent:
 ABSENT = _Absent()
 
 
-def _units(s: str) -> list[int]:
-    return list(array("H", s.encode("utf-16-le", "surrogatepass")))
-
-
 def wire(v: Any) -> Any:
     """A Python value in the writer's wire format (exact: -0.0, lone surrogates, key order)."""
-    if v is ABSENT:
-        return {"u": 1}
-    if v is None or isinstance(v, bool):
-        return v
-    if isinstance(v, int):
-        return {"n": str(v)}
-    if isinstance(v, float):
-        if math.isnan(v):
-            return {"n": "NaN"}
-        if math.isinf(v):
-            return {"n": "Infinity" if v > 0 else "-Infinity"}
-        return {"n": repr(v)}
-    if isinstance(v, str):
-        return {"s": _units(v)}
-    if isinstance(v, (list, tuple)):
-        return {"a": [wire(x) for x in v]}
-    if isinstance(v, dict):
-        return {"o": [[_units(k), wire(x)] for k, x in v.items()]}
-    raise TypeError(f"no wire form for {v!r}")
+    return node_wire.wire(v, ABSENT)
 
 
 def run_legacy_writer(tmp: Path, jobs: dict[str, list[tuple[Any, ...]]]) -> dict[str, Path]:

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import node_wire
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -369,30 +370,8 @@ indents = st.one_of(st.none(), st.integers(-1, 12), st.just(2))
 
 
 def _wire(v: Any) -> Any:
-    if v is UNDEFINED:
-        return {"u": 1}
-    if v is None or isinstance(v, bool):
-        return v
-    if isinstance(v, int):
-        return {"n": str(v)}
-    if isinstance(v, float):
-        if math.isnan(v):
-            return {"n": "NaN"}
-        if math.isinf(v):
-            return {"n": "Infinity" if v > 0 else "-Infinity"}
-        return {"n": repr(v)}
-    if isinstance(v, str):
-        return {"s": _units(v)}
-    if isinstance(v, (list, tuple)):
-        return {"a": [_wire(x) for x in v]}
-    if isinstance(v, dict):
-        return {"o": [[_units(k), _wire(x)] for k, x in v.items()]}
-    raise TypeError(type(v))
+    return node_wire.wire(v, UNDEFINED)
 
-
-def _units(s: str) -> list[int]:
-    b = s.encode("utf-16-le", "surrogatepass")
-    return list(struct.unpack(f"<{len(b) // 2}H", b))
 
 
 class Oracle:
