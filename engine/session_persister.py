@@ -202,7 +202,7 @@ class SessionPersister:
         total = 0
         for stream in (ev_stream(self.meta.uid), cp_stream(self.meta.uid)):
             if self.store.has_stream(stream):
-                total += self.store.stream_info(stream).bytes
+                total += self.store.stream_bytes(stream)
         return total
 
     # -- writing ---------------------------------------------------------------------

@@ -735,6 +735,12 @@ class Store:
             self._check_open()
             return self._stream(stream).next_seq
 
+    def stream_bytes(self, name: str) -> int:
+        """Bytes of the stream's event and blob records (what ``stream_info`` reports,
+        without counting blob keys)."""
+        with self._lock:
+            return self._stream(name).nbytes
+
     def stream_info(self, name: str) -> StreamInfo:
         with self._lock:
             self._check_open()
