@@ -187,10 +187,10 @@ class SessionPersister:
         save's events and its checkpoint entries left out (repair() writes them)."""
         uid = self.meta.uid
         n_cp = self._own(cp_stream(uid))
-        last = self.store.get(cp_stream(uid), n_cp - 1)["seq"] if n_cp else self.meta.base - 1
         end = self.event_count
         key = (n_cp, end)
         if self._unlisted is None or self._unlisted[0] != key:
+            last = self.store.get(cp_stream(uid), n_cp - 1)["seq"] if n_cp else self.meta.base - 1
             start = max(last + 1, self.meta.base)
             found = [{"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
                      for e in self.events(start, end) if e["type"] == "checkpoint"] if start < end else []
