@@ -137,7 +137,6 @@ class Store:
         self._idx_written = 0  # bytes of _act_entries already in the .idx file
         self._synced_end = 0  # offset in the active segment known to be on disk
         self._lsn_written = 0  # bytes appended since open
-        self._records_written = 0
         self._act_start_lsn = 0  # lsn at which the active segment became active
         self._act_lsn_offset = 0  # offset in the active segment = lsn + this
         self._read_limit = options.max_record_bytes
@@ -146,7 +145,7 @@ class Store:
         self._failed: OSError | None = None  # a write failed: no more writes
         self._act_idx: ActiveIndexFile | None = None
         self._open()
-        self._committer = GroupCommitter(self._sync_source, self._on_synced, lambda: self._records_written)
+        self._committer = GroupCommitter(self._sync_source, self._on_synced, self._on_sync_failed)
         if not options.readonly:
             self._flusher = BackgroundFlusher(options.flush_interval, self._background_flush,
                                               f"seglog-flush:{os.path.basename(self.path)}")
@@ -383,7 +382,6 @@ class Store:
             end = self._active.size
         self._pending += rec
         self._lsn_written += len(rec)
-        self._records_written += 1
         if rtype == RecordType.STREAM_CREATE:
             self._act_creates[stream_id] = bytes(rec[record.HEADER_SIZE:]).decode("utf-8")
         self._index_record(end, seq, stream_id, count, rtype, flags, len(rec))
@@ -528,6 +526,18 @@ class Store:
             self._check_open()
             self._flush_pending()
             return self._active.dup_fd(), self._lsn_written
+
+    def _on_sync_failed(self, exc: OSError) -> StoreFailedError:
+        """An fsync failed: what it should have made durable may be lost, and a
+        retry could succeed without writing it (the kernel may have dropped the
+        dirty pages). Refuse writes until the store is reopened and recovered."""
+        with self._lock:
+            if self._failed is None:
+                self._failed = exc
+            path = self._active.path
+        log.error("%s: fsync failed, the store refuses writes until reopened: %s", self.path, exc)
+        return StoreFailedError(f"fsync of {path} failed: {exc}; appends since the last successful "
+                                f"sync may be lost; reopen the store")
 
     def _on_synced(self, lsn: int) -> None:
         with self._lock:
