@@ -67,7 +67,7 @@ SCALES = {
         bulk_events=1_000_000, jsonl_events=100_000,
         durable_threads=8, durable_per_thread=2_000, durable_single=3_000, sqlite_per_thread=400,
         read_events=1_000_000, read_segment_bytes=64 << 20, get_keys=200_000,
-        open_events=5_000_000, open_segment_bytes=64 << 20, crash_tail_bytes=32 << 20,
+        open_events=6_000_000, open_segment_bytes=64 << 20, crash_tail_bytes=32 << 20,
     ),
 }
 
@@ -75,7 +75,7 @@ SCALES = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--bench-scale", choices=sorted(SCALES), default=os.environ.get("SEGLOG_BENCH_SCALE", "small"),
-        help="benchmark data sizes: small (default, ~1-2 min) or full (1M-event get, 5M-event/1 GB open)",
+        help="benchmark data sizes: small (default, ~1-2 min) or full (1M-event get, 6M-event / 1 GiB open)",
     )
 
 
@@ -240,7 +240,7 @@ class OpenDataset:
 
 @pytest.fixture(scope="session")
 def open_dataset(scale: Scale, bench_tmp: str) -> OpenDataset:
-    """The big store (full: 5M events, ~1 GB) for the open and memory benchmarks."""
+    """The big store (full: 6M events, ~1 GiB) for the open and memory benchmarks."""
     t0 = time.perf_counter()
     path = os.path.join(bench_tmp, "open", "seglog")
     build_seglog(path, scale.open_events, scale.open_segment_bytes)

@@ -246,7 +246,7 @@ def test_scan_stream(benchmark: Any, peer: str, scale: Scale, read_dataset: Read
 # -------------------------------------------------------------------- 5. open
 @pytest.mark.parametrize("peer", ["seglog"])
 def test_open(benchmark: Any, peer: str, scale: Scale, open_dataset: OpenDataset) -> None:
-    """``engine.open`` of the big store (full: 5M events, ~1 GB; page cache warm). Close is untimed."""
+    """``engine.open`` of the big store (full: 6M events, ~1 GiB; page cache warm). Close is untimed."""
     benchmark.group = "5 open"
     set_info(benchmark, "open", "seglog", scale, open_dataset.events, bytes_on_disk=open_dataset.bytes_on_disk,
              segments=open_dataset.segments, build_s=round(open_dataset.build_s, 2))

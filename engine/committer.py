@@ -111,6 +111,8 @@ class GroupCommitter:
                 self._waiters.append(waiter)
                 mu.release()
                 self._sleep(waiter)
+                if self._synced >= lsn:  # the usual case: released by the fsync that covered it
+                    return
                 continue
             if group is None and self._group_size > 1:  # company is expected: gather it
                 group = self._forming = _Group(_Waiter(lsn), self._group_size)
