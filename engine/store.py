@@ -559,7 +559,10 @@ class Store:
         with self._lock:
             if self._closed or self._failed is not None:
                 return
-            behind = self._lsn_written > self._committer.synced
+            # In "power" mode every writer waits for its own appends: an fsync from
+            # here would only join (and resize) their groups.
+            behind = (self._lsn_written > self._committer.synced
+                      and self.options.durability is not Durability.POWER)
         if behind:
             self._committer.wait(self._lsn_written)
         with self._lock:
