@@ -588,7 +588,10 @@ class Store:
         """Seal the active segment and start a new one. Caller holds the lock."""
         old = self._active
         self._flush_pending()
-        old.sync()
+        try:
+            old.sync()
+        except OSError as exc:
+            raise self._on_sync_failed(exc) from exc
         self._committer.mark_synced(self._lsn_written)
         self._synced_end = old.size
         self._write_index()
@@ -831,7 +834,10 @@ class Store:
             if not self.options.readonly and self._failed is None:
                 with self._lock:
                     self._flush_pending()
-                    self._active.sync()
+                    try:
+                        self._active.sync()
+                    except OSError as exc:
+                        raise self._on_sync_failed(exc) from exc
                     self._committer.mark_synced(self._lsn_written)
                     self._synced_end = self._active.size
                     self._write_index()

@@ -204,3 +204,42 @@ def test_store_refuses_writes_after_a_failed_write(path: pathlib.Path, monkeypat
         assert s.read_range("s") == [1, 2, 3]
         s.append("s", 6)
         assert s.read_range("s") == [1, 2, 3, 6]
+
+
+def test_a_failed_fsync_when_sealing_a_segment_fails_the_store(
+        path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [os.urandom(1000).hex() for _ in range(11)]  # incompressible
+    with engine.open(path, durability="process", segment_bytes=4096) as s:
+        s.append("s", values[0])
+
+        def broken(fd: int) -> None:
+            raise OSError(errno.EIO, "injected I/O error")
+
+        monkeypatch.setattr(os, "fdatasync", broken)
+        with pytest.raises(StoreFailedError, match=r"fsync of .* failed"):
+            for v in values[1:]:  # the second or third rolls the segment
+                s.append("s", v)
+        with pytest.raises(StoreFailedError):
+            s.append("s", "refused")
+        monkeypatch.undo()
+    with engine.open(path) as s:
+        events = s.read_range("s")
+        assert events == values[: len(events)] and len(events) >= 1
+        assert s.verify().ok
+
+
+def test_close_reports_a_failed_fsync(path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = engine.open(path, durability="process")
+    s.append("s", 1)
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "injected I/O error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(StoreFailedError):
+        s.close()
+    monkeypatch.undo()
+    with pytest.raises(engine.StoreClosedError):
+        s.append("s", 2)
+    with engine.open(path) as again:  # the lock was released
+        assert again.read_range("s") == [1]
