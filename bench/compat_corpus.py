@@ -45,12 +45,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from compat.jsjson import js_number, stringify
+from session_workload import BASE_SAMPLE, parenthesized_subforms, samples_dir
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-#: ``shared/`` sits beside the repository; override with SEGLOG_LEGACY_SAMPLES.
-DEFAULT_SAMPLES = os.path.join(BENCH_DIR, "..", "..", "shared", "legacy-samples")
-BASE_SAMPLE = os.path.join("mock-effects", "sessions", "mock-effects.index.json")
+from compat.jsjson import js_number, stringify
 
 INDEX_TRIGGERS = frozenset({"checkpoint", "llm_resp", "result", "error"})
 PREVIEW = 200  # UTF-16 code units
@@ -106,14 +103,6 @@ class CorpusStats:
 
 
 # ------------------------------------------------------------------------ samples
-def samples_dir() -> str:
-    return os.path.normpath(os.environ.get("SEGLOG_LEGACY_SAMPLES") or DEFAULT_SAMPLES)
-
-
-def samples_available() -> bool:
-    return os.path.isfile(os.path.join(samples_dir(), BASE_SAMPLE))
-
-
 @lru_cache(maxsize=1)
 def _base_states_text() -> str:
     with open(os.path.join(samples_dir(), BASE_SAMPLE), "rb") as f:
@@ -168,20 +157,7 @@ def iso_ms(ms: int) -> str:
 
 def _subforms(code: str) -> list[str]:
     """Parenthesized subforms of ``code``, outermost first (what ``ctrl`` shows)."""
-    forms: list[tuple[int, str]] = []
-    stack: list[int] = []
-    in_str = False
-    for i, c in enumerate(code):
-        if c == '"':
-            in_str = not in_str
-        elif in_str:
-            continue
-        elif c == "(":
-            stack.append(i)
-        elif c == ")" and stack:
-            start = stack.pop()
-            forms.append((start, code[start : i + 1]))
-    return [f for _, f in sorted(forms)] or [code]
+    return parenthesized_subforms(code) or [code]
 
 
 # ------------------------------------------------------------------------ one session

@@ -149,9 +149,8 @@ def record(s: Any, cmd: Command) -> None:
 _ATOM = re.compile(r'"[^"]*"|[^\s()]+')
 
 
-def subforms(code: str) -> list[str]:
-    """The parenthesized subforms of ``code`` (outermost first) then its atoms: what the
-    machine's ``ctrl`` shows while it evaluates the command."""
+def parenthesized_subforms(code: str) -> list[str]:
+    """The parenthesized subforms of ``code``, outermost first."""
     forms: list[tuple[int, str]] = []
     stack: list[int] = []
     in_str = False
@@ -165,7 +164,13 @@ def subforms(code: str) -> list[str]:
         elif c == ")" and stack:
             start = stack.pop()
             forms.append((start, code[start : i + 1]))
-    out = [f for _, f in sorted(forms)]
+    return [f for _, f in sorted(forms)]
+
+
+def subforms(code: str) -> list[str]:
+    """The parenthesized subforms of ``code`` (outermost first) then its atoms: what the
+    machine's ``ctrl`` shows while it evaluates the command."""
+    out = parenthesized_subforms(code)
     out += [a for a in _ATOM.findall(code) if a not in ("define", "lambda")]
     return out or [code]
 

@@ -49,6 +49,7 @@ from typing import Any
 
 import compat_corpus as cc
 import pytest
+import session_workload as sw
 
 import engine
 from compat.importer import import_legacy
@@ -69,8 +70,8 @@ ROUNDS = {"small": 5, "full": 5}
 IMPORT_OPTIONS: dict[str, Any] = {"compress_events": True}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-pytestmark = pytest.mark.skipif(not cc.samples_available(),
-                                reason=f"no legacy samples under {cc.samples_dir()} (set SEGLOG_LEGACY_SAMPLES)")
+pytestmark = pytest.mark.skipif(not sw.samples_available(),
+                                reason=f"no legacy samples under {sw.samples_dir()} (set SEGLOG_LEGACY_SAMPLES)")
 
 
 # --------------------------------------------------------------------------- fixtures
