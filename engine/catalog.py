@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import InvalidNameError
+from .record import RecordType
 
 if TYPE_CHECKING:
     from .segment import LogSegment
@@ -57,6 +58,7 @@ class Run(NamedTuple):
 class StreamState:
     __slots__ = (
         "act_blobs",
+        "act_nbytes",
         "act_offs",
         "act_seqs",
         "blob_runs",
@@ -79,6 +81,22 @@ class StreamState:
         self.act_seqs: array[int] = array("q")
         self.act_offs: array[int] = array("q")
         self.act_blobs: dict[int, list[int]] = {}
+        self.act_nbytes = 0  # bytes of its event and blob records in the active segment
+
+    def account(self, rtype: int, seq: int, count: int, offset: int, size: int) -> bool:
+        """Count a record of the active segment (``seq`` is the key hash for a blob).
+        True if it is one of this stream's events or blobs records."""
+        if rtype == RecordType.EVENTS:
+            self.act_seqs.append(seq)
+            self.act_offs.append(offset)
+            self.next_seq = seq + count
+        elif rtype == RecordType.BLOB:
+            self.act_blobs.setdefault(seq, []).append(offset)
+        else:
+            return False
+        self.nbytes += size
+        self.act_nbytes += size
+        return True
 
     def add_sealed(self, segment: LogSegment, ev_seqs: Sequence[int], ev_offs: Sequence[int],
                    ev_lo: int, ev_n: int, bl_keys: Sequence[int], bl_offs: Sequence[int],
@@ -95,6 +113,7 @@ class StreamState:
         self.act_seqs = array("q")
         self.act_offs = array("q")
         self.act_blobs = {}
+        self.act_nbytes = 0
 
     def locations_from(self, seq: int, active: LogSegment) -> Iterator[tuple[LogSegment, int, int]]:
         """``(segment, record offset, first seq)`` in seq order, from the record holding ``seq``."""

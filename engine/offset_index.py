@@ -22,13 +22,12 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgpack
 import xxhash
 
 from . import record
-from .record import RecordType
 from .segment import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -60,6 +59,25 @@ def index_name(segment_id: int) -> str:
 
 def sealed_index_name(segment_id: int) -> str:
     return f"{segment_id:020d}.sidx"
+
+
+class SegmentActivity(Protocol):
+    """What one stream wrote to a segment: its events records (seq and offset, in
+    file order), its blob records (offsets by key hash, in file order), the seq
+    after its last event and the bytes of those records."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def next_seq(self) -> int: ...
+    @property
+    def act_seqs(self) -> array[int]: ...
+    @property
+    def act_offs(self) -> array[int]: ...
+    @property
+    def act_blobs(self) -> dict[int, list[int]]: ...
+    @property
+    def act_nbytes(self) -> int: ...
 
 
 class Entry(NamedTuple):
@@ -217,46 +235,30 @@ class SealedIndex:
         self.bl_offs = bl_offs
 
     @staticmethod
-    def build(segment_id: int, entries: Iterable[Entry], data_end: int, creates: dict[int, str]) -> bytes:
-        """Serialize a sealed index from a segment's entries (in file order)."""
-        ents = list(entries)
-        sizes = [
-            (ents[i + 1].offset if i + 1 < len(ents) else data_end) - e.offset for i, e in enumerate(ents)
-        ]
-        events: dict[int, list[tuple[int, int]]] = {}
-        blobs: dict[int, list[tuple[int, int]]] = {}
-        stats: dict[int, list[int]] = {}  # stream -> [first_seq, next_seq, bytes]
-        drops: list[int] = []
-        for e, size in zip(ents, sizes, strict=False):
-            if e.rtype == RecordType.EVENTS:
-                events.setdefault(e.stream_id, []).append((e.seq, e.offset))
-                st = stats.setdefault(e.stream_id, [e.seq, e.seq, 0])
-                st[1] = e.seq + e.events
-                st[2] += size
-            elif e.rtype == RecordType.BLOB:
-                blobs.setdefault(e.stream_id, []).append((e.seq, e.offset))
-                stats.setdefault(e.stream_id, [0, 0, 0])[2] += size
-            elif e.rtype == RecordType.STREAM_DROP:
-                drops.append(e.stream_id)
+    def build(segment_id: int, streams: Iterable[SegmentActivity], drops: Sequence[int], data_end: int,
+              creates: dict[int, str]) -> bytes:
+        """Serialize a sealed index from what each stream wrote to the segment, and
+        the ids its STREAM_DROP records name (in file order)."""
         dirs: list[bytes] = []
-        ev_seqs: array[int] = array("Q")
-        ev_offs: array[int] = array("Q")
+        ev_seqs: array[int] = array("q")
+        ev_offs: array[int] = array("q")
         bl_hashes: array[int] = array("Q")
-        bl_offs: array[int] = array("Q")
-        for sid in sorted(stats):
-            evs = events.get(sid, [])
-            bls = sorted(blobs.get(sid, []))
-            first, nxt, nbytes = stats[sid]
-            if not evs:
-                first = nxt = 0
-            dirs.append(DIR_ENTRY.pack(sid, 0, len(ev_seqs), len(evs), len(bl_hashes), len(bls), first, nxt, nbytes))
-            for s, o in evs:
-                ev_seqs.append(s)
-                ev_offs.append(o)
-            for h, o in bls:
-                bl_hashes.append(h)
-                bl_offs.append(o)
-        meta = msgpack.packb({"creates": creates, "drops": drops}, use_bin_type=True)
+        bl_offs: array[int] = array("q")
+        for st in sorted(streams, key=lambda s: s.id):
+            seqs, blobs = st.act_seqs, st.act_blobs
+            if not seqs and not blobs:
+                continue
+            first, nxt = (seqs[0], st.next_seq) if seqs else (0, 0)
+            ev_lo, bl_lo = len(ev_seqs), len(bl_hashes)
+            ev_seqs.extend(seqs)
+            ev_offs.extend(st.act_offs)
+            for h in sorted(blobs):
+                offs = blobs[h]  # in file order
+                bl_hashes.extend([h] * len(offs))
+                bl_offs.extend(offs)
+            dirs.append(DIR_ENTRY.pack(st.id, 0, ev_lo, len(seqs), bl_lo, len(bl_hashes) - bl_lo,
+                                       first, nxt, st.act_nbytes))
+        meta = msgpack.packb({"creates": creates, "drops": list(drops)}, use_bin_type=True)
         cols = [ev_seqs, ev_offs, bl_hashes, bl_offs]
         if not _LITTLE:
             for c in cols:

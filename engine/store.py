@@ -133,7 +133,8 @@ class Store:
         self._act_entries = bytearray()  # index entries of the active segment
         self._act_entry_offs: array[int] = array("q")  # record offsets of those entries
         self._act_creates: dict[int, str] = {}
-        self._act_streams: set[int] = set()
+        self._act_streams: dict[int, StreamState] = {}  # streams with records in it, dropped ones too
+        self._act_drops: list[int] = []  # streams its STREAM_DROP records name
         self._idx_written = 0  # bytes of _act_entries already in the .idx file
         self._synced_end = 0  # offset in the active segment known to be on disk
         self._lsn_written = 0  # bytes appended since open
@@ -236,15 +237,20 @@ class Store:
             log.warning("%s: sealed index covers %d bytes, segment has %d; rebuilding",
                         idx.path, idx.data_end, seg.size)
             idx.close()
-        entries: list[Entry] = []
+        streams: dict[int, StreamState] = {}
         creates: dict[int, str] = {}
+        drops: list[int] = []
         for rec in seg.scan(SEGMENT_HEADER_SIZE):
-            entries.append(Entry(rec.offset, rec.seq, rec.stream_id, rec.count, rec.rtype, rec.flags))
             if rec.rtype == RecordType.STREAM_CREATE:
                 creates[rec.stream_id] = rec.name()
+            elif rec.rtype == RecordType.STREAM_DROP:
+                drops.append(rec.stream_id)
+            else:
+                st = streams.get(rec.stream_id) or streams.setdefault(rec.stream_id, StreamState(rec.stream_id, ""))
+                st.account(rec.rtype, rec.seq, rec.count, rec.offset, rec.end - rec.offset)
         if seg.scan_end != seg.size:
             raise CorruptionError("sealed segment has a torn record", seg.path, seg.scan_end)
-        data = SealedIndex.build(seg.segment_id, entries, seg.size, creates)
+        data = SealedIndex.build(seg.segment_id, streams.values(), drops, seg.size, creates)
         if not self.options.readonly:
             SealedIndex.write(self.path, seg.segment_id, data)
             loaded = SealedIndex.load(self.path, seg.segment_id)
@@ -327,7 +333,6 @@ class Store:
                 self._act_creates[e.stream_id] = name
             elif e.rtype == RecordType.STREAM_DROP:
                 self._remove_stream(e.stream_id)
-                self._act_streams.discard(e.stream_id)
 
     def _add_stream(self, sid: int, name: str) -> StreamState:
         st = StreamState(sid, name)
@@ -360,19 +365,12 @@ class Store:
         if entry:
             self._act_entries += pack_entry(offset, seq, stream_id, count, rtype, flags)
         self._act_entry_offs.append(offset)
-        st = self._by_id.get(stream_id)
-        if st is None:
+        if rtype == RecordType.STREAM_DROP:
+            self._act_drops.append(stream_id)
             return
-        if rtype == RecordType.EVENTS:
-            st.act_seqs.append(seq)
-            st.act_offs.append(offset)
-            st.next_seq = seq + count
-            st.nbytes += size
-            self._act_streams.add(stream_id)
-        elif rtype == RecordType.BLOB:
-            st.act_blobs.setdefault(seq, []).append(offset)
-            st.nbytes += size
-            self._act_streams.add(stream_id)
+        st = self._by_id.get(stream_id)
+        if st is not None and st.account(rtype, seq, count, offset, size):
+            self._act_streams[stream_id] = st
 
     def _append_record(self, rec: bytes, rtype: int, flags: int, stream_id: int, count: int, seq: int) -> int:
         """Append one framed record to the active segment. Caller holds the lock."""
@@ -516,7 +514,6 @@ class Store:
             rec = record.frame(RecordType.STREAM_DROP, 0, st.id, 0, 0, b"")
             self._append_record(rec, RecordType.STREAM_DROP, 0, st.id, 0, 0)
             self._remove_stream(st.id)
-            self._act_streams.discard(st.id)
             lsn = self._lsn_written
         self._wait_durable(lsn)
 
@@ -600,7 +597,8 @@ class Store:
         new_idx = ActiveIndexFile.create(self.path, new_id)
         self._manifest.segments.append(new_id)
         self._manifest.save(self.path)
-        data = SealedIndex.build(old.segment_id, parse_entries(self._act_entries), old.size, self._act_creates)
+        data = SealedIndex.build(old.segment_id, self._act_streams.values(), self._act_drops, old.size,
+                                 self._act_creates)
         SealedIndex.write(self.path, old.segment_id, data)
         sidx = SealedIndex.load(self.path, old.segment_id)
         if sidx is None:
@@ -609,7 +607,7 @@ class Store:
         self._act_idx.remove()
         old.writable = False
         self._sealed.append((old, sidx))
-        live = [sid for sid in self._act_streams if sid in self._by_id]
+        live = [sid for sid in self._act_streams if sid in self._by_id]  # not dropped
         for sid in live:
             self._by_id[sid].clear_active()
         by_id = {d.stream_id: d for d in sidx.streams}
@@ -624,7 +622,8 @@ class Store:
         self._act_entries = bytearray()
         self._act_entry_offs = array("q")
         self._act_creates = {}
-        self._act_streams = set()
+        self._act_streams = {}
+        self._act_drops = []
         self._idx_written = 0
         self._synced_end = new.size
         self._act_start_lsn = self._lsn_written
