@@ -246,7 +246,9 @@ class Store:
             elif rec.rtype == RecordType.STREAM_DROP:
                 drops.append(rec.stream_id)
             else:
-                st = streams.get(rec.stream_id) or streams.setdefault(rec.stream_id, StreamState(rec.stream_id, ""))
+                st = streams.get(rec.stream_id)
+                if st is None:
+                    st = streams[rec.stream_id] = StreamState(rec.stream_id, "")
                 st.account(rec.rtype, rec.seq, rec.count, rec.offset, rec.end - rec.offset)
         if seg.scan_end != seg.size:
             raise CorruptionError("sealed segment has a torn record", seg.path, seg.scan_end)
