@@ -55,7 +55,7 @@ import engine
 from compat.importer import import_legacy
 from compat.jsjson import stringify
 from compat.materialize import materialize_session
-from engine.session_catalog import SessionCatalog
+from engine.session.catalog import SessionCatalog
 
 try:
     import orjson

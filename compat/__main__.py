@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import engine
 from engine.errors import SeglogError
-from engine.session_catalog import SessionCatalog
+from engine.session.catalog import SessionCatalog
 
 from .importer import import_legacy, legacy_names, snapshot_names
 from .materialize import materialize_session, materialize_snapshot, snapshots

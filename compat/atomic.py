@@ -10,7 +10,7 @@ import os
 import shutil
 from collections.abc import Iterable
 
-from engine.segment import fsync_dir
+from engine.log.segment import fsync_dir
 
 __all__ = ["fsync_dir", "remove_stale_temps", "replace_file"]
 

@@ -24,12 +24,13 @@ from typing import Any
 
 import xxhash
 
-from engine import codec, session_events
 from engine.errors import EncodeError, InvalidNameError, NotFoundError, SeglogError, SessionExistsError
-from engine.session_catalog import CATALOG, SessionCatalog
-from engine.session_persister import SessionPersister, cp_stream, ev_stream
-from engine.session_schema import check_session_name
-from engine.state_codec import StateEncoder
+from engine.log import codec
+from engine.session import events as session_events
+from engine.session.catalog import CATALOG, SessionCatalog
+from engine.session.persister import SessionPersister, cp_stream, ev_stream
+from engine.session.schema import check_session_name
+from engine.session.state_codec import StateEncoder
 
 from .materialize import session_bytes
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import xxhash
 
-from engine.session_catalog import CATALOG, SessionCatalog
-from engine.session_persister import SessionPersister, ev_stream
-from engine.session_schema import check_session_name
+from engine.session.catalog import CATALOG, SessionCatalog
+from engine.session.persister import SessionPersister, ev_stream
+from engine.session.schema import check_session_name
 
 from .atomic import fsync_dir, remove_stale_temps, replace_file
 from .names import session_files

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from engine.errors import InvalidNameError
-from engine.session_schema import check_session_name
+from engine.session.schema import check_session_name
 
 
 def session_files(out_dir: str, name: str) -> tuple[str, str]:

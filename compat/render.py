@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engine.session_persister import SessionPersister
-from engine.state_codec import raw_to_value
+from engine.session.persister import SessionPersister
+from engine.session.state_codec import raw_to_value
 
 from .jsjson import js_string, stringify
 

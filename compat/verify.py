@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from engine.errors import NotFoundError
-from engine.session_catalog import SessionCatalog
+from engine.session.catalog import SessionCatalog
 
 from .importer import legacy_names, snapshot_names
 from .materialize import session_bytes, snapshots

@@ -26,12 +26,12 @@ from .errors import (
     UnknownSessionError,
     UnknownStreamError,
 )
-from .options import Durability, StoreOptions
-from .persistence_manager import PersistenceManager
-from .session_instance import SessionInstance
-from .session_persister import IncrementalWriter, SessionPersister, UnknownReceiptError, UnknownStateError
-from .session_pool import SessionPool
-from .store import Problem, Store, StoreStats, StreamInfo, VerifyReport, open
+from .log.options import Durability, StoreOptions
+from .log.store import Problem, Store, StoreStats, StreamInfo, VerifyReport, open
+from .session.instance import SessionInstance
+from .session.persistence_manager import PersistenceManager
+from .session.persister import IncrementalWriter, SessionPersister, UnknownReceiptError, UnknownStateError
+from .session.pool import SessionPool
 
 __all__ = [
     "BlobNotFoundError",

@@ -21,10 +21,10 @@ import tempfile
 import time
 from typing import Any
 
-from . import codec
-from .persistence_manager import PersistenceManager
-from .session_instance import SessionInstance
-from .session_pool import SessionPool
+from .log import codec
+from .session.instance import SessionInstance
+from .session.persistence_manager import PersistenceManager
+from .session.pool import SessionPool
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,9 @@ def _materialize_one(store_path: str, out: str) -> int:
         from compat.materialize import materialize_session
     except ImportError:  # compat not installed alongside
         return 0
-    from engine.session_catalog import SessionCatalog
+    from engine.session.catalog import SessionCatalog
 
-    from .store import open as open_store
+    from .log.store import open as open_store
 
     with open_store(store_path, readonly=True) as store:
         m = materialize_session(SessionCatalog(store), "session-000", out)

@@ -107,3 +107,13 @@ def managers(tmp_path: Path) -> Iterator[Managers]:
     m = Managers(tmp_path / "store")
     yield m
     m.close()
+
+
+@pytest.fixture(scope="session")
+def legacy_samples() -> Path:
+    """The legacy sample folder (``samples.SAMPLES``); skips the test when it is absent."""
+    from samples import SAMPLES
+
+    if not SAMPLES.is_dir():
+        pytest.skip(f"legacy samples not found at {SAMPLES} (set SEGLOG_LEGACY_SAMPLES)")
+    return SAMPLES

@@ -1,0 +1,150 @@
+"""The in-memory catalog: per stream, where its records are.
+
+A stream's events live in *runs*: for each sealed segment, a slice of that
+segment's mapped index columns; for the active segment, two growing arrays.
+Nothing here is one Python object per event or per record of a sealed
+segment.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from ..errors import InvalidNameError
+from .record import RecordType
+
+if TYPE_CHECKING:
+    from .segment import LogSegment
+
+MAX_NAME_BYTES = 255
+
+
+def check_name(name: object, what: str, max_bytes: int) -> bytes:
+    """Validate a name (a non-empty str of valid Unicode text, at most ``max_bytes``
+    in UTF-8, no control characters) and return its UTF-8 bytes."""
+    if not isinstance(name, str):
+        raise InvalidNameError(f"{what} must be a str, not {type(name).__name__}")
+    if not name:
+        raise InvalidNameError(f"{what} must not be empty")
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidNameError(f"{what} {name!r} is not valid Unicode text") from None
+    if len(raw) > max_bytes:
+        raise InvalidNameError(f"{what} is {len(raw)} bytes; the limit is {max_bytes}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise InvalidNameError(f"{what} {name!r} contains a control character")
+    return raw
+
+
+def check_stream_name(name: object) -> bytes:
+    """Validate a stream name and return its UTF-8 bytes."""
+    return check_name(name, "stream name", MAX_NAME_BYTES)
+
+
+class Run(NamedTuple):
+    """A stream's records in one sealed segment: ``seqs[lo:hi]`` and ``offs[lo:hi]``."""
+
+    segment: LogSegment
+    keys: Sequence[int]
+    offs: Sequence[int]
+    lo: int
+    hi: int
+
+
+class StreamState:
+    __slots__ = (
+        "act_blobs",
+        "act_nbytes",
+        "act_offs",
+        "act_seqs",
+        "blob_runs",
+        "id",
+        "name",
+        "nbytes",
+        "next_seq",
+        "run_starts",
+        "runs",
+    )
+
+    def __init__(self, stream_id: int, name: str) -> None:
+        self.id = stream_id
+        self.name = name
+        self.next_seq = 0
+        self.nbytes = 0
+        self.runs: list[Run] = []
+        self.run_starts: array[int] = array("q")
+        self.blob_runs: list[Run] = []
+        self.act_seqs: array[int] = array("q")
+        self.act_offs: array[int] = array("q")
+        self.act_blobs: dict[int, list[int]] = {}
+        self.act_nbytes = 0  # bytes of its event and blob records in the active segment
+
+    def account(self, rtype: int, seq: int, count: int, offset: int, size: int) -> bool:
+        """Count a record of the active segment (``seq`` is the key hash for a blob).
+        True if it is one of this stream's events or blobs records."""
+        if rtype == RecordType.EVENTS:
+            self.act_seqs.append(seq)
+            self.act_offs.append(offset)
+            self.next_seq = seq + count
+        elif rtype == RecordType.BLOB:
+            self.act_blobs.setdefault(seq, []).append(offset)
+        else:
+            return False
+        self.nbytes += size
+        self.act_nbytes += size
+        return True
+
+    def add_sealed(self, segment: LogSegment, ev_seqs: Sequence[int], ev_offs: Sequence[int],
+                   ev_lo: int, ev_n: int, bl_keys: Sequence[int], bl_offs: Sequence[int],
+                   bl_lo: int, bl_n: int, next_seq: int, nbytes: int) -> None:
+        if ev_n:
+            self.runs.append(Run(segment, ev_seqs, ev_offs, ev_lo, ev_lo + ev_n))
+            self.run_starts.append(ev_seqs[ev_lo])
+            self.next_seq = next_seq
+        if bl_n:
+            self.blob_runs.append(Run(segment, bl_keys, bl_offs, bl_lo, bl_lo + bl_n))
+        self.nbytes += nbytes
+
+    def clear_active(self) -> None:
+        self.act_seqs = array("q")
+        self.act_offs = array("q")
+        self.act_blobs = {}
+        self.act_nbytes = 0
+
+    def locations_from(self, seq: int, active: LogSegment) -> Iterator[tuple[LogSegment, int, int]]:
+        """``(segment, record offset, first seq)`` in seq order, from the record holding ``seq``."""
+        acts = self.act_seqs
+        if not acts or seq < acts[0]:
+            r = bisect_right(self.run_starts, seq) - 1
+            runs = list(self.runs)
+            for i in range(max(r, 0), len(runs)):
+                run = runs[i]
+                j = bisect_right(run.keys, seq, run.lo, run.hi) - 1 if i == r else run.lo
+                for k in range(max(j, run.lo), run.hi):
+                    yield run.segment, run.offs[k], run.keys[k]
+            start = 0
+        else:
+            start = bisect_right(acts, seq) - 1
+        offs = self.act_offs
+        for k in range(start, len(offs)):
+            yield active, offs[k], acts[k]
+
+    def blob_candidates(self, key_hash: int, active: LogSegment) -> Iterator[tuple[LogSegment, int]]:
+        """Locations of blob records with this key hash, newest first."""
+        for off in reversed(self.act_blobs.get(key_hash, ())):
+            yield active, off
+        for run in reversed(self.blob_runs):
+            j = bisect_right(run.keys, key_hash, run.lo, run.hi) - 1
+            while j >= run.lo and run.keys[j] == key_hash:
+                yield run.segment, run.offs[j]
+                j -= 1
+
+    def blob_hashes(self) -> set[int]:
+        hashes = set(self.act_blobs)
+        for run in self.blob_runs:
+            hashes.update(run.keys[run.lo : run.hi])
+        return hashes

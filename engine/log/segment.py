@@ -1,0 +1,294 @@
+"""LogSegment: one segment file, its header, appends, reads and scans.
+
+Data is read with ``pread``, not through a memory map: on kernels that cache
+files in large folios, touching one byte of a mapping can make megabytes
+resident in the process, and a store must not grow its RSS with the data it
+reads. (The offset indexes, which are small, are mapped.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+from array import array
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import CorruptionError, TruncatedRecordError
+from . import codec, record
+from .record import FLAG_LZ4, HEADER_SIZE, RecordView, TornRecord
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SEGMENT_MAGIC = b"SEGLOGsg"
+# magic 8s | version u16 | flags u16 | reserved u32 | segment id u64 | checksum u64 (xxh3 of bytes 0..24)
+SEGMENT_HEADER = struct.Struct("<8sHHIQQ")
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 32
+
+_SCAN_WINDOW = 1 << 20
+# type (1-4), flags, reserved u16 == 0: bytes 12..16 of a record header
+_CANDIDATE = re.compile(rb"[\x01-\x04][\x00-\x07]\x00\x00", re.DOTALL)
+# Verified EVENTS records whose header fields and offset table are kept, per segment.
+_RECORD_CACHE_LIMIT = 1 << 16
+_U32 = record.U32
+_fast_unpack = codec.fast_unpack
+
+
+def segment_name(segment_id: int) -> str:
+    return f"{segment_id:020d}.seg"
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LogSegment:
+    """A segment file. Writable while active; sealed segments are only read.
+
+    ``size`` counts the bytes handed to the OS (for a read-only open of an
+    active segment: the end of its whole records).
+    """
+
+    def __init__(self, path: str, segment_id: int, fd: int, size: int, writable: bool,
+                 max_record_bytes: int) -> None:
+        self.path = path
+        self.segment_id = segment_id
+        self._fd = fd
+        self.size = size
+        self.writable = writable
+        self.max_record_bytes = max_record_bytes
+        # offset -> (stream id, first seq, count, flags, event bounds, payload's file offset)
+        # of verified EVENTS records: records never change once written, so each is
+        # verified once (like a block cache), not on every point read.
+        self._events: dict[int, tuple[int, int, int, int, array[int], int]] = {}
+        # offset -> decompressed view of compressed EVENTS records, the last few.
+        self._expanded: dict[int, RecordView] = {}
+
+    # -- life cycle -----------------------------------------------------------
+    @classmethod
+    def create(cls, directory: str, segment_id: int, max_record_bytes: int) -> LogSegment:
+        path = os.path.join(directory, segment_name(segment_id))
+        head = struct.pack("<8sHHIQ", SEGMENT_MAGIC, FORMAT_VERSION, 0, 0, segment_id)
+        header = head + record.checksum_of(head).to_bytes(8, "little")
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, header)
+            os.fsync(fd)
+            os.rename(tmp, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        fsync_dir(directory)
+        return cls(path, segment_id, fd, SEGMENT_HEADER_SIZE, True, max_record_bytes)
+
+    @classmethod
+    def open(cls, directory: str, segment_id: int, writable: bool, max_record_bytes: int) -> LogSegment:
+        path = os.path.join(directory, segment_name(segment_id))
+        try:
+            fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise CorruptionError("segment listed in the manifest is missing", path) from exc
+        try:
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, SEGMENT_HEADER_SIZE, 0)
+            if len(head) < SEGMENT_HEADER_SIZE:
+                raise CorruptionError("segment shorter than its header", path, 0)
+            magic, version, _flags, _res, sid, checksum = SEGMENT_HEADER.unpack(head)
+            if magic != SEGMENT_MAGIC:
+                raise CorruptionError("not a seglog segment (bad magic)", path, 0)
+            if record.checksum_of(head[:24]) != checksum:
+                raise CorruptionError("segment header checksum mismatch", path, 0)
+            if version != FORMAT_VERSION:
+                raise CorruptionError(f"unsupported segment format version {version}", path, 0)
+            if sid != segment_id:
+                raise CorruptionError(f"segment header says id {sid}", path, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, segment_id, fd, size, writable, max_record_bytes)
+
+    def close(self) -> None:
+        self._events.clear()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- writing --------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Hand ``data`` to the OS at the end of the file (survives a process crash)."""
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, self.size)
+            self.size += n
+            view = view[n:]
+
+    def sync(self) -> None:
+        os.fdatasync(self._fd)
+
+    def dup_fd(self) -> int:
+        """A duplicate descriptor, so a sync may run while the segment is rolled."""
+        return os.dup(self._fd)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+        os.fsync(self._fd)
+        self.size = size
+        self._events.clear()
+        self._expanded.clear()
+
+    # -- reading --------------------------------------------------------------
+    def pread(self, length: int, offset: int) -> bytes:
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise CorruptionError(f"read of {length} bytes past the end of the segment", self.path, offset)
+        return data
+
+    def read(self, offset: int, limit: int | None = None) -> RecordView:
+        """Read and verify the record at ``offset`` (which must end before ``limit``)."""
+        end = self.size if limit is None else limit
+        if offset + HEADER_SIZE > end:
+            raise TruncatedRecordError("record header runs past the end of the segment", self.path, offset)
+        head = self.pread(HEADER_SIZE, offset)
+        (length,) = _U32.unpack_from(head, 8)
+        if length > self.max_record_bytes:
+            raise CorruptionError(f"record length {length} exceeds the limit {self.max_record_bytes}",
+                                  self.path, offset)
+        if offset + HEADER_SIZE + length > end:
+            raise TruncatedRecordError("record runs past the end of the segment", self.path, offset)
+        data = head + self.pread(length, offset + HEADER_SIZE)
+        try:
+            return record.read_record(data, 0, len(data), self.max_record_bytes, self.path, offset)
+        except TornRecord:  # cannot happen: the length was checked above
+            raise CorruptionError("record runs past the end of the segment", self.path, offset) from None
+
+    def event(self, offset: int, stream_id: int, seq: int) -> Any:
+        """Decode event ``seq`` of ``stream_id`` from the EVENTS record at ``offset``:
+        the point-read path, one small ``pread`` once the record is known."""
+        info = self._events.get(offset)
+        if info is None:
+            info = self._event_info(offset)
+        sid, first, count, flags, bounds, region = info
+        i = seq - first
+        if sid != stream_id or not 0 <= i < count:
+            raise CorruptionError(f"index points at the wrong record for stream {stream_id} seq {seq}",
+                                  self.path, offset)
+        if flags:  # compressed, or needs the reference decoder: the general path
+            if flags & FLAG_LZ4:
+                return self.expanded(offset).event(i, self.max_record_bytes)
+            return self.read(offset).event(i, self.max_record_bytes)
+        start = bounds[i]
+        try:
+            return _fast_unpack(os.pread(self._fd, bounds[i + 1] - start, region + start))
+        except Exception as exc:
+            raise CorruptionError(f"event {i} does not decode: {exc}", self.path, offset) from exc
+
+    def _event_info(self, offset: int) -> tuple[int, int, int, int, array[int], int]:
+        """Read and verify an EVENTS record once; keep what point reads need."""
+        rec = self.read(offset)
+        if rec.rtype != record.RecordType.EVENTS:
+            raise CorruptionError(f"index points at a record of type {rec.rtype}, not events", self.path, offset)
+        # Compressed records are decompressed per read (see expanded()); no bounds needed.
+        bounds = array("I") if rec.flags & FLAG_LZ4 else rec.bounds(self.max_record_bytes)
+        info = (rec.stream_id, rec.seq, rec.count, rec.flags, bounds, offset + HEADER_SIZE)
+        if len(self._events) >= _RECORD_CACHE_LIMIT:
+            self._events.clear()
+        self._events[offset] = info
+        return info
+
+    def expanded(self, offset: int) -> RecordView:
+        """The compressed EVENTS record at ``offset``, decompressed (the last few are kept)."""
+        view = self._expanded.get(offset)
+        if view is None:
+            view = self.read(offset).expanded(self.max_record_bytes)
+            if len(self._expanded) >= 8:
+                self._expanded.pop(next(iter(self._expanded)))
+            self._expanded[offset] = view
+        return view
+
+    def scan(self, start: int, end: int | None = None) -> Iterator[RecordView]:
+        """Yield verified records from ``start``; stop quietly at a torn tail.
+
+        A record that fails its checksum raises :class:`CorruptionError`.
+        After the iterator is exhausted, :attr:`scan_end` is the end of the last
+        whole record.
+        """
+        limit = self.size if end is None else end
+        self.scan_end = start
+        off = start
+        buf, buf_start = b"", start
+        while off < limit:
+            rel = off - buf_start
+            if rel + HEADER_SIZE > len(buf):
+                buf, buf_start, rel = self._window(off, HEADER_SIZE, limit), off, 0
+            if rel + HEADER_SIZE <= len(buf):
+                (length,) = _U32.unpack_from(buf, rel + 8)
+                need = HEADER_SIZE + min(length, self.max_record_bytes + 1)
+                if rel + need > len(buf) and off + need <= limit:
+                    buf, buf_start, rel = self._window(off, need, limit), off, 0
+            try:
+                rec = record.read_record(buf, rel, len(buf), self.max_record_bytes, self.path, off)
+            except TornRecord:
+                return
+            off = rec.end
+            self.scan_end = off
+            yield rec
+
+    scan_end: int = 0
+
+    def _window(self, off: int, need: int, limit: int) -> bytes:
+        return os.pread(self._fd, min(max(need, _SCAN_WINDOW), limit - off), off)
+
+    def recover_tail(self, start: int) -> tuple[list[RecordView], int]:
+        """Scan the unindexed tail from ``start``.
+
+        Returns the whole records and the end of valid data. A bad record is
+        treated as a torn write (the crash interrupted it) only when nothing
+        valid follows it; a bad record followed by a valid one is corruption.
+        """
+        records: list[RecordView] = []
+        off = start
+        limit = self.size
+        scanner = self.scan(start, limit)
+        while True:
+            try:
+                rec = next(scanner)
+            except StopIteration:
+                off = self.scan_end
+                break
+            except CorruptionError:
+                off = self.scan_end
+                if self._valid_record_after(off, limit):
+                    raise
+                break
+            records.append(rec)
+        if off < limit:
+            log.warning("%s: discarding %d bytes of torn tail at offset %d", self.path, limit - off, off)
+        return records, off
+
+    def _valid_record_after(self, off: int, limit: int) -> bool:
+        """Is there a whole, valid record anywhere after the bad one at ``off``?
+
+        A torn write leaves nothing valid behind it; damage in the middle of the
+        data (a flipped length field included) does. Candidates are found by
+        their header's shape (type 1-4, reserved bytes zero) and confirmed by
+        their checksum.
+        """
+        data = os.pread(self._fd, limit - off - 1, off + 1) if limit > off + 1 else b""
+        for m in _CANDIDATE.finditer(data):
+            start = m.start() - 12
+            if start < 0:
+                continue
+            try:
+                record.read_record(data, start, len(data), self.max_record_bytes, self.path)
+            except (TornRecord, CorruptionError):
+                continue
+            return True
+        return False
