@@ -83,3 +83,14 @@ class UnknownSessionError(NotFoundError):
 
 class SessionExistsError(InvalidArgumentError):
     """A session of that name already exists."""
+
+
+class StoreIOError(SeglogError):
+    """A file of the store could not be opened, read or locked: permissions, a
+    directory where a file belongs, an I/O error. ``path`` names the file and
+    ``errno`` is the operating system's error number (0 when there is none)."""
+
+    def __init__(self, message: str, path: str = "", errno: int = 0) -> None:
+        super().__init__(f"{message} ({path})" if path else message)
+        self.path = path
+        self.errno = errno

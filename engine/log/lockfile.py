@@ -1,38 +1,87 @@
-"""WriterLock: one writer per store, across processes (an flock on ``LOCK``)."""
+"""WriterLock: one writer per store, across processes (an flock on ``LOCK``).
+
+The lock is the flock, not the file: the file stays behind when the writer
+is gone, and it holds the writer's pid for the message another writer gets.
+Opening or locking it can fail for reasons other than another writer (a
+directory at ``LOCK``, permissions, a read-only file system, an I/O error):
+those raise :class:`StoreIOError` naming the file, and only a lock held by
+another process raises :class:`StoreLockedError`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
 from types import TracebackType
 
-from ..errors import StoreLockedError
+from ..errors import StoreIOError, StoreLockedError
+from . import fileio
+from .format import LOCK_NAME
 
-LOCK_NAME = "LOCK"
+__all__ = ["LOCK_NAME", "WriterLock"]
+
+log = logging.getLogger(__name__)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 class WriterLock:
-    """Held for the life of a writable store. Released by close() or process exit."""
+    """Held for the life of a writable store. Released by release() or process exit."""
 
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, LOCK_NAME)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = -1
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = fileio.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError as exc:
+            raise StoreIOError("cannot take the writer lock: a directory stands where the lock file belongs",
+                               self.path, exc.errno or 0) from exc
+        except OSError as exc:
+            raise StoreIOError(f"cannot open the writer lock: {_reason(exc)}", self.path, exc.errno or 0) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(self._fd)
-            self._fd = -1
+            holder = self._holder(fd)
+            fileio.close(fd)
             who = f" (process {holder})" if holder else ""
             raise StoreLockedError(f"store {directory} is already open for writing{who}") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            fileio.close(fd)
+            raise StoreIOError(f"cannot take the writer lock: {_reason(exc)}", self.path, exc.errno or 0) from exc
+        self._fd = fd
+        # The pid only tells a second writer who holds the lock; the flock is the
+        # lock. On a full disk it may not fit: the lock is held all the same.
+        try:
+            fileio.ftruncate(fd, 0)
+            fileio.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            log.warning("%s: cannot record the writer's pid: %s", self.path, exc)
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        """The pid the holder wrote, or "" (best effort: it only goes in a message)."""
+        try:
+            return fileio.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            return ""
+
+    @property
+    def held(self) -> bool:
+        return self._fd >= 0
 
     def release(self) -> None:
         if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            # Closing the last descriptor releases the flock anyway; neither call
+            # failing leaves anything to undo.
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                fileio.close(fd)
 
     def __enter__(self) -> WriterLock:
         return self
