@@ -5,8 +5,9 @@ the REPL does (an input, twenty steps, a result and a checkpoint with the
 machine state; every third command an LLM call with a 2 KB receipt) while the
 PersistenceManager saves them in the background. It prints the foreground
 cost per command, events/s, bytes on disk next to the size of the states
-recorded, how fast the store reopens and reads back, and materializes one
-session as legacy files.
+recorded, how fast the store reopens and reads back, and the command that
+writes a session as legacy files (``compat``, which the engine does not
+depend on).
 """
 
 from __future__ import annotations
@@ -108,14 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="seglog demo: REPL sessions saved in the background")
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--commands", type=int, default=200)
-    parser.add_argument("--keep", action="store_true", help="keep the store and the legacy files")
+    parser.add_argument("--keep", action="store_true", help="keep the store (to materialize its sessions as legacy files)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.mkdtemp(prefix="seglog-demo-")
     path = os.path.join(tmp, "store")
     r = run(path, args.sessions, args.commands)
     legacy = os.path.join(tmp, "legacy")
-    legacy_bytes = _materialize_one(path, legacy)
     lines = [
         f"store:          {path}{'' if args.keep else ' (removed at exit)'}",
         f"recorded:       {r['commands']:,.0f} commands, {r['events']:,.0f} events in {args.sessions} sessions, "
@@ -127,27 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         f"recorded ({r['disk'] / r['state_bytes']:.2%})",
         f"reopen:         {r['open_s'] * 1000:.1f} ms; read back {r['read']:,.0f} events in {r['read_s']:.2f} s; "
         f"latest state of a session in {r['state_s'] * 1000:.1f} ms",
-        f"legacy files:   session-000 materialized as {legacy_bytes / 1e6:,.1f} MB "
-        f"({os.path.join(legacy, 'sessions')})",
+        f"legacy files:   python -m compat materialize {path} {legacy} --session session-000"
+        f"{'' if args.keep else ' (with --keep)'}",
     ]
     print("\n".join(lines))
     if not args.keep:
         shutil.rmtree(tmp)
     return 0
-
-
-def _materialize_one(store_path: str, out: str) -> int:
-    try:
-        from compat.materialize import materialize_session
-    except ImportError:  # compat not installed alongside
-        return 0
-    from engine.session.catalog import SessionCatalog
-
-    from .log.store import open as open_store
-
-    with open_store(store_path, readonly=True) as store:
-        m = materialize_session(SessionCatalog(store), "session-000", out)
-    return m.jsonl_bytes + m.index_bytes
 
 
 if __name__ == "__main__":
