@@ -4,6 +4,14 @@ A stream's events live in *runs*: for each sealed segment, a slice of that
 segment's mapped index columns; for the active segment, two growing arrays.
 Nothing here is one Python object per event or per record of a sealed
 segment.
+
+Replay (at open and refresh) checks the log's invariants as it goes: a
+STREAM_CREATE binds a fresh id to a non-empty name that is not live, and a
+stream's events continue seq by seq from record to record and from segment to
+segment. A record that breaks them raises :class:`CorruptionError` naming its
+file and offset, whatever its checksum says.
+
+Not thread-safe: the Store guards it (see ``Store`` for the lock contract).
 """
 
 from __future__ import annotations
@@ -13,18 +21,20 @@ from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..errors import InvalidNameError
+from ..errors import CorruptionError, InvalidNameError
+from .format import MAX_STREAM_NAME_BYTES
 from .record import RecordType
 
 if TYPE_CHECKING:
+    from .sealed_index import SealedIndex
     from .segment import LogSegment
 
-MAX_NAME_BYTES = 255
+MAX_NAME_BYTES = MAX_STREAM_NAME_BYTES
 
 
-def check_name(name: object, what: str, max_bytes: int) -> bytes:
+def check_name(name: object, what: str, max_bytes: int, allow_controls: bool = False) -> bytes:
     """Validate a name (a non-empty str of valid Unicode text, at most ``max_bytes``
-    in UTF-8, no control characters) and return its UTF-8 bytes."""
+    in UTF-8, no control characters unless ``allow_controls``) and return its UTF-8 bytes."""
     if not isinstance(name, str):
         raise InvalidNameError(f"{what} must be a str, not {type(name).__name__}")
     if not name:
@@ -35,7 +45,7 @@ def check_name(name: object, what: str, max_bytes: int) -> bytes:
         raise InvalidNameError(f"{what} {name!r} is not valid Unicode text") from None
     if len(raw) > max_bytes:
         raise InvalidNameError(f"{what} is {len(raw)} bytes; the limit is {max_bytes}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if not allow_controls and any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise InvalidNameError(f"{what} {name!r} contains a control character")
     return raw
 
@@ -148,3 +158,74 @@ class StreamState:
         for run in self.blob_runs:
             hashes.update(run.keys[run.lo : run.hi])
         return hashes
+
+
+class Catalog:
+    """Every live stream, by name and by id, and the next stream id to give out."""
+
+    __slots__ = ("by_id", "by_name", "next_stream_id")
+
+    def __init__(self, next_stream_id: int = 1) -> None:
+        self.by_name: dict[str, StreamState] = {}
+        self.by_id: dict[int, StreamState] = {}
+        self.next_stream_id = next_stream_id
+
+    def add(self, sid: int, name: str, path: str = "", offset: int = -1, replaced: frozenset[int] = frozenset()
+            ) -> StreamState:
+        """Bind ``sid`` to ``name``. On replay (``path`` given) a reused id, an empty
+        name or a name that is live (unless its holder is in ``replaced``, dropped
+        in the same sealed segment) is corruption."""
+        if path:
+            if not name:
+                raise CorruptionError("stream created with an empty name", path, offset)
+            if sid in self.by_id:
+                raise CorruptionError(f"stream id {sid} created twice", path, offset)
+            live = self.by_name.get(name)
+            if live is not None and live.id not in replaced:
+                raise CorruptionError(f"second STREAM_CREATE for the live stream {name!r}", path, offset)
+        st = StreamState(sid, name)
+        self.by_name[name] = st
+        self.by_id[sid] = st
+        self.next_stream_id = max(self.next_stream_id, sid + 1)
+        return st
+
+    def remove(self, sid: int) -> None:
+        st = self.by_id.pop(sid, None)
+        if st is not None and self.by_name.get(st.name) is st:
+            del self.by_name[st.name]
+
+    def check_next(self, st: StreamState, seq: int, path: str, offset: int) -> None:
+        """Replay: the stream's next events record must start at its next seq."""
+        if seq != st.next_seq:
+            what = "skips" if seq > st.next_seq else "repeats"
+            raise CorruptionError(f"events of stream {st.name!r} start at seq {seq}, expected {st.next_seq} "
+                                  f"(the log {what} events)", path, offset)
+
+    def apply_sealed(self, seg: LogSegment, idx: SealedIndex) -> None:
+        """Replay a sealed segment from its index: creates, runs, then drops."""
+        drops = frozenset(idx.meta.drops)
+        for sid in sorted(idx.meta.creates):
+            try:
+                self.add(sid, idx.meta.creates[sid], seg.path, 0, drops)
+            except CorruptionError as exc:  # say where the record is (the index does not)
+                raise CorruptionError(str(exc).split(" (")[0], seg.path, _create_offset(seg, sid)) from None
+        for d in idx.streams:
+            st = self.by_id.get(d.stream_id)
+            if st is None:
+                continue
+            if d.ev_n:
+                self.check_next(st, d.first_seq, seg.path, idx.ev_offs[d.ev_lo])
+            st.add_sealed(seg, idx.ev_seqs, idx.ev_offs, d.ev_lo, d.ev_n,
+                          idx.bl_hashes, idx.bl_offs, d.bl_lo, d.bl_n, d.next_seq, d.nbytes)
+        for sid in idx.meta.drops:
+            self.remove(sid)
+
+
+def _create_offset(seg: LogSegment, stream_id: int) -> int:
+    """Offset of the STREAM_CREATE record of ``stream_id`` in a sealed segment (error path)."""
+    from .format import SEGMENT_HEADER_SIZE
+
+    for rec in seg.scan(SEGMENT_HEADER_SIZE):
+        if rec.rtype == RecordType.STREAM_CREATE and rec.stream_id == stream_id:
+            return rec.offset
+    return -1

@@ -12,7 +12,6 @@ decoded by msgpack; nothing is unpickled or evaluated.
 
 from __future__ import annotations
 
-import struct
 from array import array
 from typing import Any
 
@@ -21,8 +20,9 @@ import msgpack
 import ormsgpack
 
 from ..errors import CorruptionError, EncodeError
+from .format import U32
 
-_U32 = struct.Struct("<I")
+_U32 = U32
 
 # Compress a value only when it is at least this long and lz4 saves 1/8 or more.
 COMPRESS_MIN_BYTES = 512

@@ -24,10 +24,11 @@ seconds until stopped.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
+
+from . import fileio
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +167,11 @@ class GroupCommitter:
                 raise self._error
             fd, target = self._sync_source()
             try:
-                os.fdatasync(fd)
+                fileio.fdatasync(fd)
             except OSError as exc:
                 error = self._on_failed(exc)
             finally:
-                os.close(fd)
+                fileio.close(fd)
             if error is None:
                 self._on_synced(target)
         finally:

@@ -6,45 +6,34 @@ reads a record (``pread``) and hands its bytes over; nothing here touches files.
 
 from __future__ import annotations
 
-import struct
 from array import array
-from enum import IntEnum
 from typing import Any
-
-import xxhash
 
 from ..errors import CorruptionError
 from . import codec
+from .format import (
+    BLOB_KEY_LEN,
+    FLAG_LZ4,
+    FLAG_REFERENCE,
+    MAX_KEY_BYTES,
+    RECORD_HEADER,
+    RECORD_HEADER_BODY,
+    RECORD_HEADER_SIZE,
+    VALID_RECORD_TYPES,
+    RecordType,
+    checksum_of,
+)
 
-# checksum u64 | length u32 | type u8 | flags u8 | reserved u16 | stream u32 | count u32 | seq u64
-HEADER = struct.Struct("<QIBBHIIQ")
-HEADER_SIZE = HEADER.size  # 32
+__all__ = ["FLAG_LZ4", "FLAG_REFERENCE", "HEADER_SIZE", "MAX_KEY_BYTES", "RecordType", "RecordView", "checksum_of"]
 
-# An EVENTS payload is one msgpack array of the events.
-_U16 = struct.Struct("<H")
-U32 = struct.Struct("<I")
-
-FLAG_LZ4 = 0x01  # the payload (BLOB: the value) is lz4-compressed
-FLAG_REFERENCE = 0x04  # values need the reference msgpack decoder (lone surrogates, non-str keys...)
-
-MAX_KEY_BYTES = 1024
-
-
-class RecordType(IntEnum):
-    EVENTS = 1
-    BLOB = 2
-    STREAM_CREATE = 3
-    STREAM_DROP = 4
-
-
-_VALID_TYPES = frozenset(int(t) for t in RecordType)
-
-checksum_of = xxhash.xxh3_64_intdigest
+HEADER = RECORD_HEADER
+HEADER_SIZE = RECORD_HEADER_SIZE
+_U16 = BLOB_KEY_LEN
 
 
 def frame(rtype: int, flags: int, stream_id: int, count: int, seq: int, payload: bytes) -> bytes:
     """Return header + payload with the checksum filled in."""
-    body = HEADER.pack(0, len(payload), rtype, flags, 0, stream_id, count, seq)[8:] + payload
+    body = RECORD_HEADER_BODY.pack(len(payload), rtype, flags, 0, stream_id, count, seq) + payload
     return checksum_of(body).to_bytes(8, "little") + body
 
 
@@ -100,10 +89,6 @@ class RecordView:
         self.count = count
         self.seq = seq
         self.path = path
-
-    @property
-    def size(self) -> int:
-        return HEADER_SIZE + self.length
 
     @property
     def end(self) -> int:
@@ -216,7 +201,7 @@ def read_record(buf: Any, base: int, limit: int, max_record_bytes: int, path: st
         raise TornRecord(where)
     if checksum_of(memoryview(buf)[base + 8 : end]) != checksum:
         raise CorruptionError("record checksum mismatch", path, where)
-    if rtype not in _VALID_TYPES:
+    if rtype not in VALID_RECORD_TYPES:
         raise CorruptionError(f"unknown record type {rtype}", path, where)
     if rtype == RecordType.EVENTS and (count == 0 or (count >= length and not flags & FLAG_LZ4)):
         raise CorruptionError(f"event record with impossible count {count}", path, where)

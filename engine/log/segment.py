@@ -10,43 +10,39 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import struct
+import stat
 from array import array
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import CorruptionError, TruncatedRecordError
-from . import codec, record
+from . import codec, fileio, record
+from .format import (
+    FORMAT_VERSION,
+    RECORD_SHAPE,
+    RECORD_SHAPE_OFFSET,
+    SEGMENT_EXT,
+    SEGMENT_HEADER,
+    SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC,
+    U32,
+    checksum_of,
+    file_name,
+    header_with_checksum,
+)
 from .record import FLAG_LZ4, HEADER_SIZE, RecordView, TornRecord
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-SEGMENT_MAGIC = b"SEGLOGsg"
-# magic 8s | version u16 | flags u16 | reserved u32 | segment id u64 | checksum u64 (xxh3 of bytes 0..24)
-SEGMENT_HEADER = struct.Struct("<8sHHIQQ")
-SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 32
-
 _SCAN_WINDOW = 1 << 20
-# type (1-4), flags, reserved u16 == 0: bytes 12..16 of a record header
-_CANDIDATE = re.compile(rb"[\x01-\x04][\x00-\x07]\x00\x00", re.DOTALL)
 # Verified EVENTS records whose header fields and offset table are kept, per segment.
 _RECORD_CACHE_LIMIT = 1 << 16
-_U32 = record.U32
+_U32 = U32
 _fast_unpack = codec.fast_unpack
 
 
-def segment_name(segment_id: int) -> str:
-    return f"{segment_id:020d}.seg"
-
-
-def fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def segment_path(directory: str, segment_id: int) -> str:
+    return os.path.join(directory, file_name(segment_id, SEGMENT_EXT))
 
 
 class LogSegment:
@@ -74,51 +70,45 @@ class LogSegment:
     # -- life cycle -----------------------------------------------------------
     @classmethod
     def create(cls, directory: str, segment_id: int, max_record_bytes: int) -> LogSegment:
-        path = os.path.join(directory, segment_name(segment_id))
-        head = struct.pack("<8sHHIQ", SEGMENT_MAGIC, FORMAT_VERSION, 0, 0, segment_id)
-        header = head + record.checksum_of(head).to_bytes(8, "little")
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, header)
-            os.fsync(fd)
-            os.rename(tmp, path)
-        except BaseException:
-            os.close(fd)
-            raise
-        fsync_dir(directory)
+        path = segment_path(directory, segment_id)
+        fd = fileio.atomic_write(path, [header_with_checksum(SEGMENT_MAGIC, 0, segment_id)], keep_open=True)
         return cls(path, segment_id, fd, SEGMENT_HEADER_SIZE, True, max_record_bytes)
 
     @classmethod
     def open(cls, directory: str, segment_id: int, writable: bool, max_record_bytes: int) -> LogSegment:
-        path = os.path.join(directory, segment_name(segment_id))
+        path = segment_path(directory, segment_id)
         try:
-            fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+            fd = fileio.open(path, os.O_RDWR if writable else os.O_RDONLY)
         except FileNotFoundError as exc:
             raise CorruptionError("segment listed in the manifest is missing", path) from exc
+        except IsADirectoryError as exc:
+            raise CorruptionError("a directory stands where a segment should be", path) from exc
         try:
-            size = os.fstat(fd).st_size
-            head = os.pread(fd, SEGMENT_HEADER_SIZE, 0)
+            st = fileio.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CorruptionError("not a regular file where a segment should be", path)
+            size = st.st_size
+            head = fileio.pread(fd, SEGMENT_HEADER_SIZE, 0)
             if len(head) < SEGMENT_HEADER_SIZE:
                 raise CorruptionError("segment shorter than its header", path, 0)
             magic, version, _flags, _res, sid, checksum = SEGMENT_HEADER.unpack(head)
             if magic != SEGMENT_MAGIC:
                 raise CorruptionError("not a seglog segment (bad magic)", path, 0)
-            if record.checksum_of(head[:24]) != checksum:
+            if checksum_of(head[:24]) != checksum:
                 raise CorruptionError("segment header checksum mismatch", path, 0)
             if version != FORMAT_VERSION:
                 raise CorruptionError(f"unsupported segment format version {version}", path, 0)
             if sid != segment_id:
                 raise CorruptionError(f"segment header says id {sid}", path, 0)
         except BaseException:
-            os.close(fd)
+            fileio.close(fd)
             raise
         return cls(path, segment_id, fd, size, writable, max_record_bytes)
 
     def close(self) -> None:
         self._events.clear()
         if self._fd >= 0:
-            os.close(self._fd)
+            fileio.close(self._fd)
             self._fd = -1
 
     # -- writing --------------------------------------------------------------
@@ -126,27 +116,27 @@ class LogSegment:
         """Hand ``data`` to the OS at the end of the file (survives a process crash)."""
         view = memoryview(data)
         while view:
-            n = os.pwrite(self._fd, view, self.size)
+            n = fileio.pwrite(self._fd, view, self.size)
             self.size += n
             view = view[n:]
 
     def sync(self) -> None:
-        os.fdatasync(self._fd)
+        fileio.fdatasync(self._fd)
 
     def dup_fd(self) -> int:
         """A duplicate descriptor, so a sync may run while the segment is rolled."""
-        return os.dup(self._fd)
+        return fileio.dup(self._fd)
 
     def truncate(self, size: int) -> None:
-        os.ftruncate(self._fd, size)
-        os.fsync(self._fd)
+        fileio.ftruncate(self._fd, size)
+        fileio.fsync(self._fd)
         self.size = size
         self._events.clear()
         self._expanded.clear()
 
     # -- reading --------------------------------------------------------------
     def pread(self, length: int, offset: int) -> bytes:
-        data = os.pread(self._fd, length, offset)
+        data = fileio.pread(self._fd, length, offset)
         if len(data) != length:
             raise CorruptionError(f"read of {length} bytes past the end of the segment", self.path, offset)
         return data
@@ -186,7 +176,7 @@ class LogSegment:
             return self.read(offset).event(i, self.max_record_bytes)
         start = bounds[i]
         try:
-            return _fast_unpack(os.pread(self._fd, bounds[i + 1] - start, region + start))
+            return _fast_unpack(fileio.pread(self._fd, bounds[i + 1] - start, region + start))
         except Exception as exc:
             raise CorruptionError(f"event {i} does not decode: {exc}", self.path, offset) from exc
 
@@ -244,9 +234,13 @@ class LogSegment:
     scan_end: int = 0
 
     def _window(self, off: int, need: int, limit: int) -> bytes:
-        return os.pread(self._fd, min(max(need, _SCAN_WINDOW), limit - off), off)
+        return fileio.pread(self._fd, min(max(need, _SCAN_WINDOW), limit - off), off)
 
-    def recover_tail(self, start: int) -> tuple[list[RecordView], int]:
+    def refresh_size(self) -> None:
+        """Read-only follower: take the file's current size (a writer appends to it)."""
+        self.size = fileio.file_size(self._fd)
+
+    def recover_tail(self, start: int, quiet: bool = False) -> tuple[list[RecordView], int]:
         """Scan the unindexed tail from ``start``.
 
         Returns the whole records and the end of valid data. A bad record is
@@ -269,7 +263,7 @@ class LogSegment:
                     raise
                 break
             records.append(rec)
-        if off < limit:
+        if off < limit and not quiet:
             log.warning("%s: discarding %d bytes of torn tail at offset %d", self.path, limit - off, off)
         return records, off
 
@@ -281,9 +275,9 @@ class LogSegment:
         their header's shape (type 1-4, reserved bytes zero) and confirmed by
         their checksum.
         """
-        data = os.pread(self._fd, limit - off - 1, off + 1) if limit > off + 1 else b""
-        for m in _CANDIDATE.finditer(data):
-            start = m.start() - 12
+        data = fileio.pread(self._fd, limit - off - 1, off + 1) if limit > off + 1 else b""
+        for m in RECORD_SHAPE.finditer(data):
+            start = m.start() - RECORD_SHAPE_OFFSET
             if start < 0:
                 continue
             try:

@@ -123,16 +123,18 @@ def _fire() -> None:
 
 def install_crashpoint(target: str, nth: int, when: str) -> None:
     """Make the process SIGKILL itself ``when`` ("before"/"after") the ``nth``
-    call of ``target`` ("os.rename", "LogSegment.create", ...)."""
+    call of ``target`` ("fileio.rename", "LogSegment.create", ...)."""
+    import engine.log.active_index
+    import engine.log.fileio
     import engine.log.manifest
-    import engine.log.offset_index
+    import engine.log.sealed_index
     import engine.log.segment
 
     owners: dict[str, Any] = {
-        "os": os,
+        "fileio": engine.log.fileio,
         "LogSegment": engine.log.segment.LogSegment,
-        "ActiveIndexFile": engine.log.offset_index.ActiveIndexFile,
-        "SealedIndex": engine.log.offset_index.SealedIndex,
+        "ActiveIndexFile": engine.log.active_index.ActiveIndexFile,
+        "SealedIndex": engine.log.sealed_index.SealedIndex,
         "Manifest": engine.log.manifest.Manifest,
     }
     owner_name, name = target.split(".")

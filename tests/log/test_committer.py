@@ -16,7 +16,7 @@ import pytest
 
 import engine
 from engine import StoreFailedError
-from engine.log import committer as committer_module
+from engine.log import fileio
 from engine.log.committer import GroupCommitter
 
 
@@ -131,7 +131,7 @@ def test_a_failed_fsync_is_not_retried_and_reaches_every_later_writer(
             raise OSError(errno.EIO, "injected I/O error")
         real(fd)
 
-    monkeypatch.setattr(committer_module.os, "fdatasync", flaky)
+    monkeypatch.setattr(fileio, "fdatasync", flaky)
     errors = run_writers(fake_log, 4, 50)
     assert errors and all(isinstance(e, StoreFailedError) for e in errors)
     assert len(fake_log.failures) == 1
@@ -169,7 +169,7 @@ def test_store_refuses_writes_after_a_failed_fsync(path: pathlib.Path, monkeypat
         def broken(fd: int) -> None:
             raise OSError(errno.EIO, "injected I/O error")
 
-        monkeypatch.setattr(committer_module.os, "fdatasync", broken)
+        monkeypatch.setattr(fileio, "fdatasync", broken)
         with pytest.raises(StoreFailedError, match=r"fsync of .* failed"):
             s.append("s", "lost?")
         with pytest.raises(StoreFailedError):
@@ -193,10 +193,10 @@ def test_store_refuses_writes_after_a_failed_write(path: pathlib.Path, monkeypat
         def full(fd: int, data: Any, offset: int) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(os, "pwrite", full)
+        monkeypatch.setattr(fileio, "pwrite", full)
         with pytest.raises(StoreFailedError, match=r"write to .* failed"):
             s.append("s", 4)
-        monkeypatch.setattr(os, "pwrite", real)
+        monkeypatch.setattr(fileio, "pwrite", real)
         with pytest.raises(StoreFailedError):
             s.append("s", 5)
         assert s.read_range("s", 0, 3) == [1, 2, 3]
@@ -215,7 +215,7 @@ def test_a_failed_fsync_when_sealing_a_segment_fails_the_store(
         def broken(fd: int) -> None:
             raise OSError(errno.EIO, "injected I/O error")
 
-        monkeypatch.setattr(os, "fdatasync", broken)
+        monkeypatch.setattr(fileio, "fdatasync", broken)
         with pytest.raises(StoreFailedError, match=r"fsync of .* failed"):
             for v in values[1:]:  # the second or third rolls the segment
                 s.append("s", v)
@@ -235,7 +235,7 @@ def test_close_reports_a_failed_fsync(path: pathlib.Path, monkeypatch: pytest.Mo
     def broken(fd: int) -> None:
         raise OSError(errno.EIO, "injected I/O error")
 
-    monkeypatch.setattr(os, "fdatasync", broken)
+    monkeypatch.setattr(fileio, "fdatasync", broken)
     with pytest.raises(StoreFailedError):
         s.close()
     monkeypatch.undo()

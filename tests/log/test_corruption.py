@@ -201,6 +201,21 @@ def moved(template: Template, store_dir: Path, p: Path) -> Path:
     return store_dir / p.name
 
 
+def cut_active(template: Template, store_dir: Path, size: int) -> Path:
+    """Cut the active segment to ``size`` bytes as a crash can: the records it
+    tears were never synced, so the active index holds no entry for them (the
+    index only describes synced records)."""
+    seg = moved(template, store_dir, template.active)
+    os.truncate(seg, size)
+    whole = {r.offset for r in template.active_records() if r.end <= size}
+    idx = store_dir / template.active.name.replace(".seg", ".idx")
+    data = idx.read_bytes()
+    kept = [data[i : i + 32] for i in range(32, len(data), 32)
+            if int.from_bytes(data[i : i + 8], "little") in whole]
+    idx.write_bytes(data[:32] + b"".join(kept))
+    return seg
+
+
 def flip(path: Path, offset: int, mask: int = 0x01) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -273,9 +288,7 @@ def _cuts_inside_last() -> list[int]:
 @pytest.mark.parametrize("cut", _cuts_inside_last(), ids=lambda c: f"last+{c}" if c > 0 else "last_end-1")
 def test_truncated_inside_last_record_is_cut_on_open(template: Template, store_dir: Path, cut: int) -> None:
     last = template.active_records()[-1]
-    seg = moved(template, store_dir, template.active)
-    size = last.offset + cut if cut > 0 else last.end + cut
-    os.truncate(seg, size)
+    seg = cut_active(template, store_dir, last.offset + cut if cut > 0 else last.end + cut)
     seqs, blobs = template.expected([r for r in template.records if r != last])
     with engine.open(store_dir) as store:
         assert os.path.getsize(seg) == last.offset, "the torn record must be truncated away"
@@ -287,8 +300,7 @@ def test_truncated_inside_last_record_is_cut_on_open(template: Template, store_d
 
 def test_torn_tail_is_left_alone_by_a_readonly_open(template: Template, store_dir: Path) -> None:
     last = template.active_records()[-1]
-    seg = moved(template, store_dir, template.active)
-    os.truncate(seg, last.offset + 20)
+    cut_active(template, store_dir, last.offset + 20)
     before = snapshot(store_dir)
     seqs, blobs = template.expected([r for r in template.records if r != last])
     with engine.open(store_dir, readonly=True) as store:
@@ -305,8 +317,7 @@ def test_active_segment_cut_anywhere_keeps_the_whole_records_before_the_cut(temp
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "store"
         shutil.copytree(template.path, path)
-        seg = path / template.active.name
-        os.truncate(seg, cut)
+        seg = cut_active(template, path, cut)
         kept = [r for r in template.records if r.segment != template.active or r.end <= cut]
         seqs, blobs = template.expected(kept)
         with engine.open(path) as store:
@@ -818,13 +829,14 @@ def test_segment_cut_inside_its_header(template: Template, store_dir: Path) -> N
 
 @pytest.mark.parametrize("cut", [1, 31, 32, -1])
 def test_truncated_sealed_segment(template: Template, store_dir: Path, cut: int) -> None:
-    """A sealed segment is never legitimately short: its sealed index no
-    longer matches, the rebuild finds the torn record and reports it."""
+    """A sealed segment is never legitimately short: its sealed index covers
+    more data than the file holds, and open reports where the data stops."""
     recs = template.sealed_records(2)
     last = recs[-1]
     seg = moved(template, store_dir, template.segments[2])
-    os.truncate(seg, last.offset + cut if cut > 0 else last.end + cut)
-    _open_fails(store_dir, seg, last.offset)
+    size = last.offset + cut if cut > 0 else last.end + cut
+    os.truncate(seg, size)
+    _open_fails(store_dir, seg, size)
 
 
 def test_stream_names_survive_a_damaged_sealed_index(template: Template, store_dir: Path) -> None:

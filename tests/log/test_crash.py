@@ -267,6 +267,8 @@ def crash_evidence(path: Path) -> set[str]:
         m = _FILE_RE.match(name)
         if m and int(m.group(1)) not in live:
             facts.add(f"unlisted_{m.group(2)}")
+    if f"{segments[-1]:020d}.sidx" in names:
+        facts.add("active_with_sidx")
     for sid in sealed:
         if f"{sid:020d}.sidx" not in names:
             facts.add("sealed_without_sidx")
@@ -280,7 +282,7 @@ class LogCounter(logging.Handler):
 
     PATTERNS: ClassVar[dict[str, str]] = {
         "torn_tail_truncated": "torn tail",
-        "orphan_removed": "interrupted segment roll",
+        "orphan_removed": "left by an interrupted change",
         "index_rebuilt": "rebuild",
         "index_tail_discarded": "damaged index tail",
     }
@@ -432,22 +434,23 @@ def test_sigkill_campaign_one_growing_store(tmp_path: Path, mode: str, crash_see
 
 
 # ------------------------------------------------- deterministic crash points
-# Rolls, step by step. The worker arms the crash point once the store is open,
-# so with small segments call #5..#8 of os.rename belong to the second roll:
-# new segment (.seg.tmp -> .seg), its index (.idx.tmp -> .idx), MANIFEST, and
-# the sealed index of the old segment; unlink #2 removes the old .idx.
+# Rolls, step by step (FORMAT.md, "Crash rules: sealing"). The worker arms the
+# crash point once the store is open, so with small segments calls #5..#8 of
+# fileio.rename belong to the second roll: the sealed index of the old segment
+# (.sidx.tmp -> .sidx), the new segment (.seg.tmp -> .seg), its index
+# (.idx.tmp -> .idx) and the MANIFEST naming it; unlink #2 removes the old .idx.
 ROLL_POINTS: list[tuple[str, int, str, set[str]]] = [
     ("LogSegment.sync", 2, "after", set()),
-    ("os.rename", 5, "before", {"seg_tmp"}),
-    ("os.rename", 5, "after", {"unlisted_seg"}),
-    ("os.rename", 6, "before", {"unlisted_seg", "idx_tmp"}),
-    ("os.rename", 6, "after", {"unlisted_seg", "unlisted_idx"}),
-    ("os.rename", 7, "before", {"unlisted_seg", "unlisted_idx", "manifest_tmp"}),
-    ("os.rename", 7, "after", {"sealed_without_sidx", "sealed_with_idx"}),
-    ("os.rename", 8, "before", {"sealed_without_sidx", "sealed_with_idx", "sidx_tmp"}),
-    ("os.rename", 8, "after", {"sealed_with_idx"}),
-    ("os.unlink", 2, "before", {"sealed_with_idx"}),
-    ("os.unlink", 2, "after", set()),
+    ("fileio.rename", 5, "before", {"sidx_tmp"}),
+    ("fileio.rename", 5, "after", {"active_with_sidx"}),
+    ("fileio.rename", 6, "before", {"active_with_sidx", "seg_tmp"}),
+    ("fileio.rename", 6, "after", {"active_with_sidx", "unlisted_seg"}),
+    ("fileio.rename", 7, "before", {"active_with_sidx", "unlisted_seg", "idx_tmp"}),
+    ("fileio.rename", 7, "after", {"active_with_sidx", "unlisted_seg", "unlisted_idx"}),
+    ("fileio.rename", 8, "before", {"active_with_sidx", "unlisted_seg", "unlisted_idx", "manifest_tmp"}),
+    ("fileio.rename", 8, "after", {"sealed_with_idx"}),
+    ("fileio.unlink", 2, "before", {"sealed_with_idx"}),
+    ("fileio.unlink", 2, "after", set()),
 ]
 
 
@@ -458,8 +461,8 @@ def _point_id(p: tuple[str, int, str, set[str]]) -> str:
 # Every step under "process"; under "power" and "relaxed" (whose appends reach
 # the roll by other paths: group commit, buffer flush) the steps where the
 # directory changes meaning.
-_KEY_STEPS = {("os.rename", 5, "after"), ("os.rename", 7, "before"), ("os.rename", 7, "after"),
-              ("os.rename", 8, "after"), ("os.unlink", 2, "after")}
+_KEY_STEPS = {("fileio.rename", 5, "after"), ("fileio.rename", 6, "after"), ("fileio.rename", 8, "before"),
+              ("fileio.rename", 8, "after"), ("fileio.unlink", 2, "after")}
 ROLL_CASES = [pytest.param(mode, p, id=f"{_point_id(p)}-{mode}")
               for p in ROLL_POINTS for mode in ("process", "power", "relaxed")
               if mode == "process" or p[:3] in _KEY_STEPS]
@@ -545,12 +548,12 @@ def _damaged_store(path: Path, seed: int) -> list[int]:
 
 
 RECOVERY_POINTS = [
-    ("os.rename", 1, "before"),  # rebuilt sealed index not yet in place
-    ("os.rename", 1, "after"),
-    ("os.ftruncate", 2, "before"),  # torn tail about to be cut (#1 is the LOCK file)
-    ("os.ftruncate", 2, "after"),
-    ("os.rename", 2, "before"),  # rebuilt active index not yet in place
-    ("os.rename", 2, "after"),
+    ("fileio.rename", 1, "before"),  # rebuilt sealed index not yet in place
+    ("fileio.rename", 1, "after"),
+    ("fileio.ftruncate", 2, "before"),  # torn tail about to be cut (#1 is the LOCK file)
+    ("fileio.ftruncate", 2, "after"),
+    ("fileio.rename", 2, "before"),  # rebuilt active index not yet in place
+    ("fileio.rename", 2, "after"),
 ]
 
 
@@ -573,7 +576,7 @@ def test_sigkill_during_recovery(tmp_path: Path, point: tuple[str, int, str]) ->
     assert not [n for n in os.listdir(path) if n.endswith(".tmp")]
 
 
-CREATE_POINTS = [("os.rename", n, when) for n in (1, 2, 3) for when in ("before", "after")]
+CREATE_POINTS = [("fileio.rename", n, when) for n in (1, 2, 3) for when in ("before", "after")]
 
 
 @pytest.mark.parametrize("point", CREATE_POINTS, ids=lambda p: f"{p[2]}-{p[0]}#{p[1]}")

@@ -22,7 +22,7 @@ from hypothesis.stateful import (
 from strategies import msgpack_values
 
 import engine
-from engine import BlobNotFoundError, EventNotFoundError, UnknownStreamError
+from engine import BlobNotFoundError, EventNotFoundError, InvalidArgumentError, UnknownStreamError
 
 
 def fast_tmp_base() -> str | None:
@@ -136,8 +136,12 @@ class StoreMachine(RuleBasedStateMachine):
         n = len(model)
         start = data.draw(st.integers(-2, n + 2), label="start")
         stop = data.draw(st.none() | st.integers(-2, n + 2), label="stop")
-        end = n if stop is None else max(0, min(stop, n))
-        assert self.s.read_range(name, start, stop) == model[max(start, 0) : end]
+        if start < 0 or (stop is not None and stop < 0):
+            with pytest.raises(InvalidArgumentError):
+                self.s.read_range(name, start, stop)
+            return
+        end = n if stop is None else min(stop, n)
+        assert self.s.read_range(name, start, stop) == model[start:end]
 
     @rule(name=stream_names, key=keys)
     def get_blob(self, name: str, key: str) -> None:

@@ -64,7 +64,7 @@ def test_events_record_header_fields_and_values() -> None:
     assert view.seq == 1000
     assert view.count == len(vals)
     assert view.offset == 0
-    assert view.size == len(rec) == view.end
+    assert view.end - view.offset == len(rec) == view.end
     assert view.length == len(rec) - HEADER_SIZE
     assert view.flags == 0
     assert view.events(MAX) == vals
