@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="seglog demo: REPL sessions saved in the background")
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--commands", type=int, default=200)
-    parser.add_argument("--keep", action="store_true", help="keep the store (to materialize its sessions as legacy files)")
+    parser.add_argument("--keep", action="store_true", help="keep the store (to write its sessions as legacy files)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.mkdtemp(prefix="seglog-demo-")
