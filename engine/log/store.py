@@ -660,6 +660,15 @@ class Store:
                           self._manifest.generation, self._lsn_written, self._committer.synced,
                           self._committer.fsyncs)
 
+    def manifest_snapshot(self) -> Manifest:
+        """A copy of the manifest as this process knows it (next ids up to date)."""
+        with self._write_mu, self._mu:
+            m = self._manifest
+            return Manifest(segments=list(m.segments), next_segment_id=m.next_segment_id,
+                            max_record_bytes=m.max_record_bytes,
+                            next_stream_id=max(m.next_stream_id, self._catalog.next_stream_id),
+                            reserved=list(m.reserved))
+
     def pin(self) -> Version:
         """Pin the current version (``with store.pin() as v:``): its files stay
         while it is pinned. For backups and tools; reads pin by themselves."""
