@@ -1,74 +1,54 @@
-"""Atomic file replacement: write a temporary file, fsync, rename, fsync the directory.
+"""What compat adds to ``engine.log.fileio.atomic_write`` (the one way files are
+replaced: temp file, fsync, rename, fsync of the directory).
 
-A reader sees the old file or the new one, never a half-written one.
+``atomic_write`` writes ``<path>.tmp``, one temp file per target, so two writers
+of the same target must not run at once: writers of an output folder take turns
+with :func:`out_dir_lock`. Under that lock no temp file in the folder belongs to
+a live writer, and :func:`remove_stale_temps` removes those a killed one left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
-import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from engine.log.segment import fsync_dir
+from engine.log import fileio
 
-__all__ = ["fsync_dir", "remove_stale_temps", "replace_file"]
+from .names import SIDECAR_DIR
 
+__all__ = ["file_chunks", "out_dir_lock", "remove_stale_temps"]
 
-def _tmp_path(path: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.tmp-{os.getpid()}")
+LOCK_NAME = "LOCK"
 
 
-def _alive(pid: int) -> bool:
+@contextlib.contextmanager
+def out_dir_lock(out_dir: str) -> Iterator[None]:
+    """Hold the writer lock of ``out_dir`` (an flock on ``OUT_DIR/.seglog/LOCK``),
+    waiting for any other writer, thread or process, to finish first."""
+    folder = os.path.join(os.path.abspath(out_dir), SIDECAR_DIR)
+    os.makedirs(folder, exist_ok=True)
+    fd = fileio.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fileio.close(fd)  # releases the lock
 
 
-def remove_stale_temps(directory: str) -> None:
-    """Remove temporary files that writers which are no longer running left behind
-    (a live writer's temporary file is its work in progress)."""
+def remove_stale_temps(directory: str, endings: Iterable[str]) -> None:
+    """Remove the temp files of targets ending in ``endings`` that a killed writer left
+    in ``directory``. Call it holding :func:`out_dir_lock`."""
+    stale = tuple(end + fileio.TMP_SUFFIX for end in endings)
     with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(directory):
-            if not name.startswith(".") or ".tmp-" not in name:
-                continue
-            pid = name.rsplit(".tmp-", 1)[1]
-            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))
+        for name in fileio.listdir(directory):
+            if name.endswith(stale):
+                fileio.remove(os.path.join(directory, name))
 
 
-def replace_file(path: str, chunks: Iterable[bytes], base: str | None = None, *, durable: bool = True,
-                 sync_dir: bool = True) -> int:
-    """Atomically replace ``path`` by (a copy of ``base``, then) ``chunks``; return its size.
-
-    ``durable``: fsync the file before the rename (readers never see a half-written
-    file either way; without it a power loss may leave an empty one). ``sync_dir``:
-    fsync the directory after the rename (callers replacing several files in one
-    directory do it once, with :func:`fsync_dir`).
-    """
-    tmp = _tmp_path(path)
-    try:
-        if base is not None:
-            shutil.copyfile(base, tmp)
-        with open(tmp, "ab" if base is not None else "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-            size = f.tell()
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if sync_dir:
-        fsync_dir(os.path.dirname(path) or ".")
-    return size
+def file_chunks(path: str, size: int = 1 << 20) -> Iterator[bytes]:
+    """The bytes of ``path``, in chunks (to copy a file into a new version of itself)."""
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            yield chunk

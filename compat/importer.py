@@ -24,30 +24,21 @@ from typing import Any
 
 import xxhash
 
-from engine.errors import EncodeError, InvalidNameError, NotFoundError, SeglogError, SessionExistsError
+from engine.errors import EncodeError, InvalidNameError, LegacyFormatError, NotFoundError, SessionExistsError
 from engine.log import codec
-from engine.session import events as session_events
-from engine.session.catalog import CATALOG, SessionCatalog
-from engine.session.persister import SessionPersister, cp_stream, ev_stream
+from engine.session.catalog import SessionCatalog
+from engine.session.persister import SessionPersister
 from engine.session.schema import check_session_name
-from engine.session.state_codec import StateEncoder
 
 from .materialize import session_bytes
+
+__all__ = ["ImportResult", "LegacyFormatError", "import_legacy", "import_session", "import_snapshot",
+           "legacy_names", "snapshot_names"]
 
 log = logging.getLogger(__name__)
 
 EVENTS_PER_RECORD = 1000
 _DECODER = json.JSONDecoder()
-
-
-class LegacyFormatError(SeglogError, ValueError):
-    """A legacy file is malformed; ``path`` and ``line`` say where."""
-
-    def __init__(self, message: str, path: str, line: int = 0) -> None:
-        where = f"{path}:{line}" if line else path
-        super().__init__(f"{where}: {message}")
-        self.path = path
-        self.line = line
 
 
 @dataclass
@@ -137,10 +128,7 @@ def import_session(catalog: SessionCatalog, legacy_dir: str, name: str) -> Impor
             raise LegacyFormatError(f"session cannot be imported: {exc!r}", jsonl_path) from exc
         exact = jsonl2 == data_jsonl and index2 == data_index
         if not exact:
-            ev = ev_stream(p.meta.uid)
-            p.store.put_blob(ev, "legacy/jsonl", data_jsonl)
-            p.store.put_blob(ev, "legacy/index", data_index)
-            p.meta.raw_events = len(events)
+            p.put_legacy_source(data_jsonl, data_index)
             log.info("%s: rebuilt bytes differ from the source; keeping the source bytes", name)
         catalog.write_meta(p.meta)
         catalog.publish(p, replace=replace)
@@ -243,34 +231,36 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def _write_session(p: SessionPersister, events: list[dict[str, Any]], index: dict[str, Any],
-                   texts: dict[str, str]) -> None:
-    store, uid = p.store, p.meta.uid
-    ev = ev_stream(uid)
+def _state_parts(index: dict[str, Any], texts: dict[str, str]) -> Iterator[tuple[str, str, bytes, int]]:
+    """``(state id, format, raw bytes, seq of its checkpoint)`` of every state of the index:
+    its exact legacy text when known, else its parsed value."""
     cp_seq = {c.get("stateId"): c.get("seq") for c in index["checkpoints"] if isinstance(c, dict)}
-    encoder = StateEncoder()
     for state_id, value in index["states"].items():
+        seq = cp_seq.get(state_id)
+        seq = seq if isinstance(seq, int) else -1
         text = texts.get(state_id)
         if text is not None:
-            doc = encoder.encode(state_id, text.encode("utf-8", "surrogatepass"), "j")
+            yield state_id, "j", text.encode("utf-8", "surrogatepass"), seq
         else:
-            doc = encoder.encode(state_id, codec.pack_value(_storable(value)), "m")
-        seq = cp_seq.get(state_id)
-        doc["s"] = seq if isinstance(seq, int) else -1
-        store.put_blob(ev, f"state/{state_id}", doc)
+            yield state_id, "m", codec.pack_value(_storable(value)), seq
+
+
+def _write_session(p: SessionPersister, events: list[dict[str, Any]], index: dict[str, Any],
+                   texts: dict[str, str]) -> None:
+    p.put_states(_state_parts(index, texts))
     resp_seq = {e.get("receiptKey"): e["seq"] for e in events if e["type"] == "llm_resp"}
     for key, receipt in index["receipts"].items():
-        store.put_blob(ev, f"receipt/{key}", {"seq": resp_seq.get(key, -1), "receipt": _storable(receipt)})
+        p.put_receipt(key, resp_seq.get(key, -1), _storable(receipt))
     for i in range(0, len(events), EVENTS_PER_RECORD):
-        chunk = [session_events.encode(e, i + j) for j, e in enumerate(events[i : i + EVENTS_PER_RECORD])]
+        chunk = events[i : i + EVENTS_PER_RECORD]
         try:
-            store.append_batch(ev, chunk)
+            p.append_events(chunk)
         except EncodeError:
-            store.append_batch(ev, _storable(chunk))
+            p.append_events(_storable(chunk))
     cps = [{"seq": e["seq"], "stateId": e.get("stateId"), "reason": e.get("reason")}
            for e in events if e["type"] == "checkpoint"]
     for i in range(0, len(cps), EVENTS_PER_RECORD):
-        store.append_batch(cp_stream(uid), cps[i : i + EVENTS_PER_RECORD])
+        p.append_checkpoint_entries(cps[i : i + EVENTS_PER_RECORD])
 
 
 def import_snapshot(catalog: SessionCatalog, legacy_dir: str, name: str) -> ImportResult:
@@ -283,9 +273,7 @@ def import_snapshot(catalog: SessionCatalog, legacy_dir: str, name: str) -> Impo
     except (ValueError, UnicodeDecodeError) as exc:
         raise LegacyFormatError(f"invalid JSON: {exc}", path) from None
     digest = xxhash.xxh3_64_hexdigest(data)
-    key = f"snapshot/{name}"
-    store = catalog.store
-    if store.has_stream(CATALOG) and store.has_blob(CATALOG, key) and store.get_blob(CATALOG, key)["digest"] == digest:
+    if catalog.snapshot_digest(name) == digest:
         return ImportResult(f"repl-{name}.json", "unchanged")
-    store.put_blob(CATALOG, key, {"digest": digest, "raw": data})
+    catalog.put_snapshot(name, digest, data)
     return ImportResult(f"repl-{name}.json", "imported")

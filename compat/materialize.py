@@ -6,6 +6,10 @@ previous run's size, digest and checkpoint offsets are kept in
 ``OUT_DIR/.seglog/<name>.json``, and the existing file is reused only when its
 size and xxh3 digest still match (one fast pass over the bytes; any change to
 the file means a full rewrite).
+
+Files are replaced with ``engine.log.fileio.atomic_write``; writers of one
+OUT_DIR, threads or processes, take turns (``atomic.out_dir_lock``). What is
+stored is read through the session layer (SessionPersister, SessionCatalog).
 """
 
 from __future__ import annotations
@@ -18,17 +22,15 @@ from dataclasses import dataclass
 
 import xxhash
 
-from engine.session.catalog import CATALOG, SessionCatalog
-from engine.session.persister import SessionPersister, ev_stream
-from engine.session.schema import check_session_name
+from engine.log.fileio import atomic_write
+from engine.session.catalog import SessionCatalog
+from engine.session.persister import SessionPersister
 
-from .atomic import fsync_dir, remove_stale_temps, replace_file
-from .names import session_files
+from .atomic import file_chunks, out_dir_lock, remove_stale_temps
+from .names import session_files, sidecar_file, snapshot_file
 from .render import LineInfo, header_line, render_index, render_lines, render_session
 
 log = logging.getLogger(__name__)
-
-SIDECAR_DIR = ".seglog"
 
 
 @dataclass
@@ -48,15 +50,11 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _sidecar_path(out_dir: str, name: str) -> str:
-    return os.path.join(os.path.abspath(out_dir), SIDECAR_DIR, name + ".json")
-
-
 def _load_sidecar(out_dir: str, name: str, jsonl: str, header: str, uid: str) -> dict[str, object] | None:
     """The previous materialization's record, if it was made from this stored session
     (``uid``) and the ``.jsonl`` on disk is still exactly what it wrote."""
     try:
-        with open(_sidecar_path(out_dir, name), encoding="utf-8") as f:
+        with open(sidecar_file(out_dir, name), encoding="utf-8") as f:
             side = json.load(f)
         if side.get("uid") != uid or side.get("header") != header or os.path.getsize(jsonl) != side["size"]:
             return None
@@ -74,10 +72,16 @@ def materialize_session(catalog: SessionCatalog, name: str, out_dir: str) -> Mat
     sessions = os.path.dirname(jsonl)
     os.makedirs(sessions, exist_ok=True)
     os.makedirs(os.path.join(os.path.abspath(out_dir), "receipts"), exist_ok=True)
-    remove_stale_temps(sessions)
+    with out_dir_lock(out_dir):
+        remove_stale_temps(sessions, (".jsonl", ".index.json"))
+        source = p.legacy_source()
+        if source is not None:
+            return _write_source(p, name, jsonl, index, source)
+        return _write_rendered(p, name, out_dir, jsonl, index)
+
+
+def _write_rendered(p: SessionPersister, name: str, out_dir: str, jsonl: str, index: str) -> Materialized:
     meta = p.meta
-    if _raw_bytes(p) is not None:
-        return _write_raw(p, name, jsonl, index)
     header = header_line(meta.id, meta.created)
     side = _load_sidecar(out_dir, name, jsonl, header, meta.uid)
     start = 0
@@ -96,11 +100,12 @@ def materialize_session(catalog: SessionCatalog, name: str, out_dir: str) -> Mat
     def chunks() -> Iterator[bytes]:
         if side is None:
             yield header.encode("utf-8", "surrogatepass")
+        else:  # the new file starts as a copy of the old one
+            yield from file_chunks(jsonl)
         yield from _batched(render_lines(p.events(start), info, offsets))
 
-    size = replace_file(jsonl, chunks(), base=jsonl if side is not None else None, sync_dir=False)
-    index_size = replace_file(index, render_index(p, info, offsets, meta.index_id or meta.id), sync_dir=False)
-    fsync_dir(sessions)
+    size = atomic_write(jsonl, chunks())
+    index_size = atomic_write(index, render_index(p, info, offsets, meta.index_id or meta.id))
     _save_sidecar(out_dir, name, {
         "uid": meta.uid, "header": header, "size": size, "digest": file_digest(jsonl), "events": info.events,
         "index_events": info.index_events, "receipt_keys": list(info.receipt_keys or {}),
@@ -123,54 +128,33 @@ def _batched(lines: Iterator[bytes], size: int = 1 << 20) -> Iterator[bytes]:
 
 
 def _save_sidecar(out_dir: str, name: str, doc: dict[str, object]) -> None:
-    path = _sidecar_path(out_dir, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     # A cache, checked against the file's size and digest before use: no fsync needed.
-    replace_file(path, [json.dumps(doc).encode()], durable=False, sync_dir=False)
-
-
-def _raw_bytes(p: SessionPersister) -> tuple[bytes, bytes] | None:
-    """The stored source bytes of an imported session that could not be rebuilt from its
-    parts, while the session has not grown since."""
-    if p.meta.raw_events < 0 or p.event_count != p.meta.raw_events:
-        return None
-    ev = ev_stream(p.meta.uid)
-    return p.store.get_blob(ev, "legacy/jsonl"), p.store.get_blob(ev, "legacy/index")
+    atomic_write(sidecar_file(out_dir, name), [json.dumps(doc).encode()], durable=False)
 
 
 def session_bytes(p: SessionPersister) -> tuple[bytes, bytes]:
     """What materialize writes for the session, in memory: ``(jsonl, index)``."""
-    return _raw_bytes(p) or render_session(p)
+    return p.legacy_source() or render_session(p)
 
 
-def _write_raw(p: SessionPersister, name: str, jsonl: str, index: str) -> Materialized:
-    raw = _raw_bytes(p)
-    assert raw is not None
-    data_jsonl, data_index = raw
-    replace_file(jsonl, [data_jsonl], sync_dir=False)
-    replace_file(index, [data_index], sync_dir=False)
-    fsync_dir(os.path.dirname(jsonl))
+def _write_source(p: SessionPersister, name: str, jsonl: str, index: str,
+                  source: tuple[bytes, bytes]) -> Materialized:
+    """Write the source bytes an import kept (see ``SessionPersister.legacy_source``)."""
+    data_jsonl, data_index = source
+    atomic_write(jsonl, [data_jsonl])
+    atomic_write(index, [data_index])
     return Materialized(name, len(data_jsonl), len(data_index), p.event_count, False)
-
-
-def materialize(catalog: SessionCatalog, out_dir: str, names: list[str] | None = None) -> Iterator[Materialized]:
-    """Materialize ``names`` (default: every session), yielding each result as it is written."""
-    for name in names if names is not None else catalog.names():
-        yield materialize_session(catalog, name, out_dir)
 
 
 def snapshots(catalog: SessionCatalog) -> dict[str, bytes]:
     """Imported ``repl-<name>.json`` snapshots, by name."""
-    store = catalog.store
-    if CATALOG not in store:
-        return {}
-    return {key[9:]: store.get_blob(CATALOG, key)["raw"]
-            for key in store.blob_keys(CATALOG) if key.startswith("snapshot/")}
+    return catalog.snapshots()
 
 
 def materialize_snapshot(out_dir: str, name: str, data: bytes) -> str:
-    check_session_name(name)
-    path = os.path.join(os.path.abspath(out_dir), f"repl-{name}.json")
+    """Write snapshot ``name`` as ``OUT_DIR/repl-<name>.json``; return its path."""
+    path = snapshot_file(out_dir, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    replace_file(path, [data])
+    with out_dir_lock(out_dir):
+        atomic_write(path, [data])
     return path

@@ -23,14 +23,16 @@ from .errors import (
     StoreFailedError,
     StoreLockedError,
     TruncatedRecordError,
+    UnknownReceiptError,
     UnknownSessionError,
+    UnknownStateError,
     UnknownStreamError,
 )
 from .log.options import Durability, StoreOptions
 from .log.store import Problem, Store, StoreStats, StreamInfo, VerifyReport, open
 from .session.instance import SessionInstance
 from .session.persistence_manager import PersistenceManager
-from .session.persister import IncrementalWriter, SessionPersister, UnknownReceiptError, UnknownStateError
+from .session.persister import IncrementalWriter, SessionPersister
 from .session.pool import SessionPool
 
 __all__ = [

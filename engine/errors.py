@@ -94,3 +94,29 @@ class StoreIOError(SeglogError):
         super().__init__(f"{message} ({path})" if path else message)
         self.path = path
         self.errno = errno
+
+
+class UnknownStateError(BlobNotFoundError):
+    """The session has no state with that id."""
+
+
+class UnknownReceiptError(BlobNotFoundError):
+    """The session has no receipt with that key."""
+
+
+class LegacyFormatError(SeglogError, ValueError):
+    """A legacy file is malformed; ``path`` and ``line`` say where."""
+
+    def __init__(self, message: str, path: str, line: int = 0) -> None:
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+
+
+class SaveFailedError(SeglogError):
+    """A save of the session layer failed, so its sessions refuse new events: what
+    they record could not be stored. ``__cause__`` is the failure. After a failed
+    write the store refuses writes for good (``StoreFailedError``): shut the
+    PersistenceManager down and open the store again. After any other failure a
+    save that succeeds lets recording go on."""

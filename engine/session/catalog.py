@@ -1,27 +1,28 @@
 """SessionCatalog: which sessions a store holds, by name.
 
-Kept as blobs of the engine stream ``catalog``:
-
-``name/<name>``  the session's uid (None once deleted)
-``meta/<uid>``   its SessionMeta (None once its data is gone)
+Kept as blobs of the catalog stream (see ``layout``): per name the session's
+uid, per uid its SessionMeta; also the snapshots an import kept.
 
 Sessions are addressed by uid inside the store, so a name can be deleted and
 used again, and a fork can keep sharing the data of a deleted source. A
-session is visible only once its ``name/`` entry is written: that single
-record is the commit point of imports and forks. Works on read-only stores
-too (everything but the writing methods).
+session is visible only once its name entry is written: that single record
+is the commit point of imports and forks. Works on read-only stores too
+(everything but the writing methods).
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+from typing import Any
 
 from ..errors import SessionExistsError, UnknownSessionError
 from ..log.store import Store
-from .persister import SessionMeta, SessionPersister, cp_stream, ev_stream
+from . import layout
+from .layout import CATALOG
+from .persister import SessionMeta, SessionPersister
 
-CATALOG = "catalog"
+__all__ = ["CATALOG", "SessionCatalog"]
 
 
 class SessionCatalog:
@@ -35,20 +36,18 @@ class SessionCatalog:
         self._load()
 
     def _load(self) -> None:
-        if CATALOG not in self.store:
+        if not self.store.has_stream(CATALOG):
             return
         keys = self.store.blob_keys(CATALOG)
-        for key in keys:
-            if key.startswith("meta/"):
-                doc = self.store.get_blob(CATALOG, key)
-                if doc is not None:  # None: a deleted session whose data is gone
-                    meta = SessionMeta.from_doc(doc)
-                    self._metas[meta.uid] = meta
-        for key in keys:
-            if key.startswith("name/"):
-                uid = self.store.get_blob(CATALOG, key)
-                if uid is not None and uid in self._metas:
-                    self._names[key[5:]] = uid
+        for key, _uid in layout.meta_keys(keys):
+            doc = self.store.get_blob(CATALOG, key)
+            if doc is not None:  # None: a deleted session whose data is gone
+                meta = SessionMeta.from_doc(doc)
+                self._metas[meta.uid] = meta
+        for key, name in layout.name_keys(keys):
+            uid = self.store.get_blob(CATALOG, key)
+            if uid is not None and uid in self._metas:
+                self._names[name] = uid
 
     # -- reading -----------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -56,7 +55,7 @@ class SessionCatalog:
             return sorted(self._names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._names
+        return isinstance(name, str) and name in self._names
 
     def uid(self, name: str) -> str:
         with self.lock:
@@ -82,7 +81,7 @@ class SessionCatalog:
     # -- writing -----------------------------------------------------------------------
     def write_meta(self, meta: SessionMeta) -> None:
         with self.lock:
-            self.store.put_blob(CATALOG, f"meta/{meta.uid}", meta.to_doc())
+            self.store.put_blob(CATALOG, layout.meta_key(meta.uid), meta.to_doc())
             self._metas[meta.uid] = meta
 
     def prepare(self, name: str, session_id: str, created: str, parent: str | None = None,
@@ -107,7 +106,7 @@ class SessionCatalog:
             old = self._names.get(name)
             if old is not None and not replace:
                 raise SessionExistsError(f"session {name!r} already exists")
-            self.store.put_blob(CATALOG, f"name/{name}", persister.meta.uid)
+            self.store.put_blob(CATALOG, layout.name_key(name), persister.meta.uid)
             self._names[name] = persister.meta.uid
             self._preparing.discard(persister.meta.uid)
             if old is not None and old != persister.meta.uid:
@@ -129,7 +128,7 @@ class SessionCatalog:
         with self.lock:
             uid = self.uid(name)
             del self._names[name]
-            self.store.put_blob(CATALOG, f"name/{name}", None)
+            self.store.put_blob(CATALOG, layout.name_key(name), None)
             self._retire(uid)
             self.collect()
 
@@ -152,11 +151,31 @@ class SessionCatalog:
             for uid in list(self._metas):
                 if uid in needed:
                     continue
-                for stream in (ev_stream(uid), cp_stream(uid)):
-                    if stream in self.store:
+                for stream in layout.session_streams(uid):
+                    if self.store.has_stream(stream):
                         self.store.drop_stream(stream)
-                self.store.put_blob(CATALOG, f"meta/{uid}", None)
+                self.store.put_blob(CATALOG, layout.meta_key(uid), None)
                 del self._metas[uid]
                 self._persisters.pop(uid, None)
                 dropped += 1
             return dropped
+
+    # -- snapshots (``repl-<name>.json`` files an import kept) ------------------------------
+    def snapshot_digest(self, name: str) -> str | None:
+        """The digest stored with snapshot ``name``, or None when there is none."""
+        key = layout.snapshot_key(name)
+        if not self.store.has_stream(CATALOG) or not self.store.has_blob(CATALOG, key):
+            return None
+        doc: dict[str, Any] = self.store.get_blob(CATALOG, key)
+        return str(doc["digest"])
+
+    def put_snapshot(self, name: str, digest: str, raw: bytes) -> None:
+        """Keep snapshot ``name`` (its bytes, as they are) with the digest of its file."""
+        self.store.put_blob(CATALOG, layout.snapshot_key(name), {"digest": digest, "raw": raw})
+
+    def snapshots(self) -> dict[str, bytes]:
+        """Every kept snapshot's bytes, by name."""
+        if not self.store.has_stream(CATALOG):
+            return {}
+        return {name: self.store.get_blob(CATALOG, key)["raw"]
+                for key, name in layout.snapshot_keys(self.store.blob_keys(CATALOG))}

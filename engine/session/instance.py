@@ -8,6 +8,10 @@ number them with ``seq``; they are cheap enough to call on every REPL step.
 A save takes the pending changes out under the instance's lock (the save
 point) and writes them; events recorded meanwhile go to a fresh pending list
 and are written by the next save. A failed save puts its changes back.
+
+An instance of a PersistenceManager shares its ``RecordingGate``: once the
+manager is shut down, or while its saves fail, recording raises instead of
+keeping events that would never be stored.
 """
 
 from __future__ import annotations
@@ -54,6 +58,17 @@ class Changes:
         self.receipts[:0] = earlier.receipts
 
 
+class RecordingGate:
+    """Shared by the instances of one PersistenceManager. While ``refuse`` is set,
+    every recording method calls it (under the instance's lock, before the event
+    is numbered) and it raises: nothing is recorded."""
+
+    __slots__ = ("refuse",)
+
+    def __init__(self) -> None:
+        self.refuse: Callable[[SessionInstance], None] | None = None
+
+
 class SessionInstance:
     """One session: metadata plus the changes since the last save point."""
 
@@ -76,6 +91,8 @@ class SessionInstance:
         #: The stored session this instance belongs to (set by the PersistenceManager).
         self.uid: str | None = None
         self.deleted = False
+        #: Set by the PersistenceManager (see RecordingGate).
+        self.gate: RecordingGate | None = None
         #: Largest encoded state, receipt or event text accepted (the store's record limit).
         self.max_value_bytes = 16 << 20
 
@@ -133,6 +150,9 @@ class SessionInstance:
         with self._lock:
             if self.deleted:
                 raise UnknownSessionError(f"session {self.name!r} was deleted")
+            gate = self.gate
+            if gate is not None and gate.refuse is not None:
+                gate.refuse(self)
             seq = self.event_count
             event["seq"] = seq
             pending = self._pending

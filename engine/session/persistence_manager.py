@@ -13,6 +13,12 @@ last save, that is at most ``save_interval`` seconds or ``save_after``
 changes of each session. Call ``force_save()`` after a command to make it
 survive a SIGKILL; open with ``durability="power"`` to make saves survive
 power loss too.
+
+When a save fails (say, the disk is full) the manager's sessions refuse new
+events (SaveFailedError, chained to the failure) until a save succeeds; after
+a failed write the store refuses writes for good, and so do the sessions
+until the store is opened again. After ``shutdown()`` they raise
+StoreClosedError. Either way nothing is accepted that would be lost.
 """
 
 from __future__ import annotations
@@ -29,19 +35,22 @@ from typing import Any
 
 from ..errors import (
     InvalidArgumentError,
+    SaveFailedError,
     StoreClosedError,
+    StoreFailedError,
     UnknownSessionError,
 )
 from ..log.options import Durability
 from ..log.store import Store
 from ..log.store import open as open_store
 from .catalog import SessionCatalog
-from .instance import SessionInstance
+from .instance import RecordingGate, SessionInstance
 from .persister import SessionPersister
 from .pool import SessionPool
 from .schema import check_session_name, iso_now
 
 log = logging.getLogger(__name__)
+
 
 class PersistenceManager:
     def __init__(self, pool: SessionPool, directory: str | os.PathLike[str], save_interval: float = 1.0,
@@ -67,6 +76,11 @@ class PersistenceManager:
         if self.catalog.collect():
             log.info("%s: dropped data of deleted or unfinished sessions", self.store.path)
         self._closed = False
+        self._closing = False  # shutdown() has begun: sessions refuse new events
+        #: Sessions whose last save failed, with the failure (the gate is shut while any).
+        self._failed: dict[str, BaseException] = {}
+        self._gate = RecordingGate()
+        self._gate_lock = threading.Lock()
         # Instances handed out, while the caller holds them (one instance per session).
         self._live: weakref.WeakValueDictionary[str, SessionInstance] = weakref.WeakValueDictionary()
         self._wake = threading.Event()
@@ -80,6 +94,7 @@ class PersistenceManager:
             atexit.register(self.shutdown)
 
     def _named(self, name: str) -> SessionPersister:
+        check_session_name(name)
         with self._lock:
             self._check_open()
             return self.catalog.persister(name)
@@ -88,10 +103,43 @@ class PersistenceManager:
         if self._closed:
             raise StoreClosedError("the PersistenceManager was shut down")
 
+    # -- refusing new events --------------------------------------------------------------
+    def _update_gate(self) -> None:
+        with self._gate_lock:
+            self._gate.refuse = self._refuse if (self._closing or self._failed) else None
+
+    def _refuse(self, inst: SessionInstance) -> None:
+        """Raise the reason why ``inst`` may not record (see RecordingGate)."""
+        if self._closing:
+            raise StoreClosedError(
+                f"session {inst.name!r} cannot record: its PersistenceManager ({self.store.path}) was shut down"
+            )
+        failures = list(self._failed.items())
+        if not failures:
+            return
+        name, exc = failures[0]
+        whose = "its last save" if name == inst.name else f"the last save of session {name!r}"
+        if isinstance(exc, StoreFailedError):
+            then = "the store refuses writes until it is opened again (shut the PersistenceManager down)"
+        else:
+            then = "new events are refused until a save succeeds"
+        raise SaveFailedError(f"session {inst.name!r} cannot record: {whose} failed ({exc}); {then}") from exc
+
+    def _save_failed(self, name: str, exc: BaseException) -> None:
+        first = name not in self._failed
+        self._failed[name] = exc
+        if first:
+            self._update_gate()
+
+    def _save_succeeded(self, name: str) -> None:
+        if self._failed.pop(name, None) is not None:
+            self._update_gate()
+
     # -- instances ----------------------------------------------------------------------
     def _attach(self, inst: SessionInstance, uid: str) -> SessionInstance:
         """Bind an instance to its stored session (caller holds the catalog lock)."""
         inst.on_change = self._note_change
+        inst.gate = self._gate
         inst.uid = uid
         inst.max_value_bytes = self.store.options.max_record_bytes
         self._live[inst.name] = inst
@@ -122,6 +170,7 @@ class PersistenceManager:
 
     def load_session(self, name: str) -> SessionInstance:
         """The complete session: from the pool, else from the store (raises UnknownSessionError)."""
+        check_session_name(name)
         self._check_open()
         inst = self.pool.get(name)
         if inst is not None and not inst.deleted:
@@ -138,14 +187,18 @@ class PersistenceManager:
         inst.last_accessed = time.time()
         return self._pooled(inst)
 
-    get_session = load_session
-
     def has_session(self, name: str) -> bool:
+        check_session_name(name)
         return name in self.catalog
 
     # -- saving ---------------------------------------------------------------------------
     def save_session(self, session: SessionInstance | str) -> int:
-        """Write the session's changes since its last save point; return how many."""
+        """Write the session's changes since its last save point; return how many.
+
+        If it fails, the changes stay pending and the manager's sessions refuse new
+        events until a save of this session succeeds (see SaveFailedError)."""
+        if not isinstance(session, SessionInstance):
+            check_session_name(session)
         inst = self.pool.get(session) if isinstance(session, str) else session
         if inst is None:
             if isinstance(session, str):
@@ -165,6 +218,7 @@ class PersistenceManager:
                         if self.pool.get(inst.name) is inst:
                             self.pool.remove(inst.name)
                         log.warning("session %r was deleted; dropping %d unsaved changes", inst.name, len(changes))
+                        self._save_succeeded(inst.name)
                         return 0
                     if inst.name in self.catalog:
                         p = self.catalog.persister(inst.name)
@@ -174,9 +228,18 @@ class PersistenceManager:
                     if adopted:
                         self._attach(inst, p.meta.uid)
                 p.save(changes)
+            except StoreClosedError:
+                inst.restore_changes(changes)
+                raise
+            except Exception as exc:
+                inst.restore_changes(changes)
+                self._save_failed(inst.name, exc)
+                raise
             except BaseException:
                 inst.restore_changes(changes)
                 raise
+            if self._failed:
+                self._save_succeeded(inst.name)
             inst.size_on_disk = p.size_on_disk
             self.saves += 1
         if adopted:
@@ -207,24 +270,42 @@ class PersistenceManager:
             now = time.monotonic()
             for inst in self.pool.instances():
                 if self._due(inst, now):
+                    failing = inst.name in self._failed
                     try:
                         self.save_session(inst)
                     except StoreClosedError:
                         return
+                    except StoreFailedError:
+                        # The store refuses writes until it is reopened: retrying is futile.
+                        log.exception("background save of session %r failed; the store refuses writes until "
+                                      "it is opened again, background saving stops", inst.name)
+                        return
                     except Exception:
-                        log.exception("background save of session %r failed; will retry", inst.name)
+                        if not failing:
+                            log.exception("background save of session %r failed; new events are refused "
+                                          "until a retry succeeds", inst.name)
 
     def shutdown(self) -> None:
-        """Stop background saving, save everything, close the store. Idempotent."""
+        """Stop background saving, save everything, close the store. Idempotent.
+
+        From now on the sessions refuse new events (StoreClosedError)."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._closing:
                 return
+            self._closing = True
+        self._update_gate()
+        for inst in self.pool.instances():  # also those the manager did not make
+            inst.gate = self._gate
         self._stop.set()
         self._wake.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
         try:
             self.save_dirty_sessions()
+            # Instances evicted from the pool but still held by the caller.
+            for inst in list(self._live.values()):
+                if inst.dirty and not inst.deleted:
+                    self.save_session(inst)
         finally:
             with self._lock:
                 self._closed = True
@@ -259,6 +340,7 @@ class PersistenceManager:
     # -- what the REPL reads ------------------------------------------------------------------
     def _current(self, name: str) -> SessionPersister:
         """The session's persister, after saving its pending changes (reads see everything)."""
+        check_session_name(name)
         inst = self.pool.get(name)
         if inst is not None and inst.dirty:
             self.save_session(inst)
@@ -276,7 +358,9 @@ class PersistenceManager:
                 out.append(inst.metadata())
                 continue
             try:
-                p = self._named(name)
+                with self._lock:
+                    self._check_open()
+                    p = self.catalog.persister(name)
             except UnknownSessionError:
                 continue
             out.append({"name": name, "id": p.meta.id, "created": p.meta.created, "last_accessed": None,
@@ -332,11 +416,13 @@ class PersistenceManager:
         """Delete a session. Its data stays while forks share it, and goes with the last one.
 
         A save of it in progress finishes first; the instance refuses new events."""
+        check_session_name(name)
         inst = self.pool.get(name)
         if inst is None:
             with self._lock:
                 self._check_open()
                 self.catalog.delete(name)
+            self._save_succeeded(name)
             return
         with inst.save_lock, self._lock:  # the order of save_session: instance, then catalog
             self._check_open()
@@ -344,3 +430,4 @@ class PersistenceManager:
             inst.mark_deleted()
             if self.pool.get(name) is inst:
                 self.pool.remove(name)
+        self._save_succeeded(name)  # nothing of it is left to save

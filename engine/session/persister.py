@@ -1,13 +1,8 @@
 """SessionPersister and IncrementalWriter: one session's persistence in a store.
 
-A session with internal id ``uid`` owns these streams of the engine:
-
-``ev/<uid>``  its own events (engine seq ``k`` is REPL seq ``base + k``; stored
-              compactly, see ``session_events``), plus
-              blobs ``state/<stateId>`` (delta-compressed states, see
-              ``state_codec``) and ``receipt/<key>`` (``{seq, receipt}``, the
-              last write wins; their order is that of the llm_resp events)
-``cp/<uid>``  one entry per checkpoint: ``{seq, stateId, reason}``
+Where a session's events, checkpoint entries, states and receipts live is
+``layout``'s business; events are stored compactly (see ``events``), states
+delta-compressed (see ``state_codec``).
 
 A fork has a ``parent`` uid and a ``base``: events, checkpoints, states and
 receipts of the parent before ``base`` are shared, not copied.
@@ -22,30 +17,30 @@ and are overwritten when those seqs are recorded again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BlobNotFoundError, CorruptionError, NotFoundError, RecordTooLargeError
+from ..errors import (
+    CorruptionError,
+    InvalidArgumentError,
+    NotFoundError,
+    RecordTooLargeError,
+    UnknownReceiptError,
+    UnknownStateError,
+)
 from ..log.store import Store
 from . import events as session_events
+from . import layout
 from .instance import Changes, SessionInstance
 from .state_codec import StateEncoder, decode_raw, raw_to_value
 
 log = logging.getLogger(__name__)
 
 
-class UnknownStateError(BlobNotFoundError):
-    """The session has no state with that id."""
-
-
-class UnknownReceiptError(BlobNotFoundError):
-    """The session has no receipt with that key."""
-
-
 @dataclass
 class SessionMeta:
-    """What the catalog keeps per session (``meta/<uid>`` blob of the catalog stream)."""
+    """What the catalog keeps per session (see ``layout.meta_key``)."""
 
     uid: str
     name: str
@@ -67,12 +62,16 @@ class SessionMeta:
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
 
 
-def ev_stream(uid: str) -> str:
-    return f"ev/{uid}"
+def _encode_state(encoder: StateEncoder, state_id: str, raw: bytes, fmt: str, seq: int) -> dict[str, Any]:
+    """The stored form of a state whose checkpoint is at ``seq`` (-1: none)."""
+    doc = encoder.encode(state_id, raw, fmt)
+    doc["s"] = seq
+    return doc
 
 
-def cp_stream(uid: str) -> str:
-    return f"cp/{uid}"
+def _encode_receipt(seq: int, receipt: Any, prev: int | None = None) -> dict[str, Any]:
+    """The stored form of a receipt recorded at ``seq``; ``prev``: the seq of the version before."""
+    return {"seq": seq, "receipt": receipt, "prev": prev}
 
 
 class IncrementalWriter:
@@ -100,26 +99,25 @@ class IncrementalWriter:
 
     def _write(self, changes: Changes) -> int:
         store, uid = self.store, self.meta.uid
-        ev = ev_stream(uid)
+        ev = layout.ev_stream(uid)
         records = 0
         for state_id, raw in changes.states:
-            state_doc = self.encoder.encode(state_id, raw, "m")
             tail = state_id.rsplit("-", 1)[-1]
-            state_doc["s"] = int(tail) if tail.isdigit() else -1
-            store.put_blob(ev, f"state/{state_id}", state_doc)
+            seq = int(tail) if tail.isdigit() else -1
+            store.put_blob(ev, layout.state_key(state_id), _encode_state(self.encoder, state_id, raw, "m", seq))
             records += 1
         for key, seq, receipt in changes.receipts:
-            doc: dict[str, Any] = {"seq": seq, "receipt": receipt, "prev": None}
             try:
-                old = store.get_blob(ev, f"receipt/{key}")
+                old = store.get_blob(ev, layout.receipt_key(key))
             except NotFoundError:
                 old = None
+            prev = None
             if old is not None and old["seq"] != seq:
                 # Keep the earlier version for forks made before this write.
-                store.put_blob(ev, f"receipt/{key}@{old['seq']}", old)
-                doc["prev"] = old["seq"]
+                store.put_blob(ev, layout.receipt_version_key(key, old["seq"]), old)
+                prev = old["seq"]
                 records += 1
-            store.put_blob(ev, f"receipt/{key}", doc)
+            store.put_blob(ev, layout.receipt_key(key), _encode_receipt(seq, receipt, prev))
             records += 1
         events = changes.events
         if events:
@@ -134,7 +132,7 @@ class IncrementalWriter:
         if events:
             first = events[0]["seq"]
             records += self._append_events(ev, [session_events.encode(e, first + i) for i, e in enumerate(events)])
-        cp = cp_stream(uid)
+        cp = layout.cp_stream(uid)
         if self._last_cp is None:
             self._last_cp = store.get(cp, store.next_seq(cp) - 1)["seq"] if store.has_stream(cp) else -1
         cps = [{"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
@@ -176,21 +174,21 @@ class SessionPersister:
 
     @property
     def event_count(self) -> int:
-        return self.meta.base + self._own(ev_stream(self.meta.uid))
+        return self.meta.base + self._own(layout.ev_stream(self.meta.uid))
 
     @property
     def checkpoint_count(self) -> int:
-        return self.meta.cp_base + self._own(cp_stream(self.meta.uid)) + len(self._unlisted_checkpoints())
+        return self.meta.cp_base + self._own(layout.cp_stream(self.meta.uid)) + len(self._unlisted_checkpoints())
 
     def _unlisted_checkpoints(self) -> list[dict[str, Any]]:
         """Checkpoint events after the last checkpoint entry: what a crash between a
         save's events and its checkpoint entries left out (repair() writes them)."""
         uid = self.meta.uid
-        n_cp = self._own(cp_stream(uid))
+        n_cp = self._own(layout.cp_stream(uid))
         end = self.event_count
         key = (n_cp, end)
         if self._unlisted is None or self._unlisted[0] != key:
-            last = self.store.get(cp_stream(uid), n_cp - 1)["seq"] if n_cp else self.meta.base - 1
+            last = self.store.get(layout.cp_stream(uid), n_cp - 1)["seq"] if n_cp else self.meta.base - 1
             start = max(last + 1, self.meta.base)
             found = [{"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
                      for e in self.events(start, end) if e["type"] == "checkpoint"] if start < end else []
@@ -200,7 +198,7 @@ class SessionPersister:
     @property
     def size_on_disk(self) -> int:
         total = 0
-        for stream in (ev_stream(self.meta.uid), cp_stream(self.meta.uid)):
+        for stream in layout.session_streams(self.meta.uid):
             if self.store.has_stream(stream):
                 total += self.store.stream_bytes(stream)
         return total
@@ -235,7 +233,57 @@ class SessionPersister:
         cps = self._unlisted_checkpoints()
         if cps:
             log.warning("session %r: restoring %d checkpoint entries after a crash", self.meta.name, len(cps))
-            self.store.append_batch(cp_stream(uid), cps)
+            self.store.append_batch(layout.cp_stream(uid), cps)
+
+    # -- writing a session from its parts (imports) ------------------------------------
+    def put_states(self, states: Iterable[tuple[str, str, bytes, int]]) -> int:
+        """Store ``(state id, format, raw bytes, seq of its checkpoint or -1)`` in order,
+        each delta-encoded against the one before. Returns how many."""
+        ev = layout.ev_stream(self.meta.uid)
+        encoder = StateEncoder()
+        n = 0
+        for state_id, fmt, raw, seq in states:
+            self.store.put_blob(ev, layout.state_key(state_id), _encode_state(encoder, state_id, raw, fmt, seq))
+            n += 1
+        return n
+
+    def put_receipt(self, key: str, seq: int, receipt: Any) -> None:
+        """Store receipt ``key`` as recorded by the llm_resp at ``seq`` (-1: none), replacing
+        any earlier version."""
+        self.store.put_blob(layout.ev_stream(self.meta.uid), layout.receipt_key(key), _encode_receipt(seq, receipt))
+
+    def append_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Append events, the first of which must be the session's next seq, in one record."""
+        if not events:
+            return
+        first = self.event_count
+        if events[0].get("seq") != first:
+            raise InvalidArgumentError(
+                f"session {self.meta.name!r}: next event is seq {first}, not {events[0].get('seq')!r}"
+            )
+        stored = [session_events.encode(e, first + i) for i, e in enumerate(events)]
+        self.store.append_batch(layout.ev_stream(self.meta.uid), stored)
+
+    def append_checkpoint_entries(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Append checkpoint entries ``{seq, stateId, reason}`` in one record."""
+        if entries:
+            self.store.append_batch(layout.cp_stream(self.meta.uid), list(entries))
+
+    def put_legacy_source(self, jsonl: bytes, index: bytes) -> None:
+        """Keep an imported session's source files, to be returned by :meth:`legacy_source`
+        as long as the session does not grow. The caller writes the meta afterwards."""
+        ev = layout.ev_stream(self.meta.uid)
+        self.store.put_blob(ev, layout.LEGACY_JSONL, jsonl)
+        self.store.put_blob(ev, layout.LEGACY_INDEX, index)
+        self.meta.raw_events = self.event_count
+
+    def legacy_source(self) -> tuple[bytes, bytes] | None:
+        """``(jsonl, index)`` kept by :meth:`put_legacy_source`, while the session has not
+        grown since; else None."""
+        if self.meta.raw_events < 0 or self.event_count != self.meta.raw_events:
+            return None
+        ev = layout.ev_stream(self.meta.uid)
+        return self.store.get_blob(ev, layout.LEGACY_JSONL), self.store.get_blob(ev, layout.LEGACY_INDEX)
 
     # -- reading ---------------------------------------------------------------------
     def events(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
@@ -246,7 +294,7 @@ class SessionPersister:
         if start < base and self.parent is not None:
             yield from self.parent.events(start, min(end, base))
         if end > base:
-            ev = ev_stream(self.meta.uid)
+            ev = layout.ev_stream(self.meta.uid)
             if self.store.has_stream(ev):
                 first = max(start, base)
                 decode = session_events.decode
@@ -262,7 +310,7 @@ class SessionPersister:
         if start < cb and self.parent is not None:
             out.extend(self.parent.checkpoints(start, min(end, cb)))
         if end > cb:
-            cp = cp_stream(self.meta.uid)
+            cp = layout.cp_stream(self.meta.uid)
             listed = self._own(cp)
             if listed:
                 out.extend(self.store.scan(cp, max(start, cb) - cb, min(end - cb, listed)))
@@ -277,9 +325,9 @@ class SessionPersister:
         (default: this session's end). A state written by a save whose events never
         made it (a crash in between) is not there."""
         limit = self.event_count if before is None else before
-        ev = ev_stream(self.meta.uid)
+        ev = layout.ev_stream(self.meta.uid)
         try:
-            doc = self.store.get_blob(ev, f"state/{state_id}")
+            doc = self.store.get_blob(ev, layout.state_key(state_id))
             if doc.get("s", -1) < limit:
                 return doc
         except NotFoundError:
@@ -315,14 +363,14 @@ class SessionPersister:
     def _receipt_doc(self, key: str, before: int) -> dict[str, Any] | None:
         """The last version of receipt ``key`` written before seq ``before``: this
         session's own versions, then what it shares of its parent's."""
-        ev = ev_stream(self.meta.uid)
+        ev = layout.ev_stream(self.meta.uid)
         try:
-            doc: dict[str, Any] | None = self.store.get_blob(ev, f"receipt/{key}")
+            doc: dict[str, Any] | None = self.store.get_blob(ev, layout.receipt_key(key))
         except NotFoundError:
             doc = None
         while doc is not None and doc["seq"] >= before:
             prev = doc.get("prev")
-            doc = self.store.get_blob(ev, f"receipt/{key}@{prev}") if prev is not None else None
+            doc = self.store.get_blob(ev, layout.receipt_version_key(key, prev)) if prev is not None else None
         if doc is not None:
             return doc
         if self.parent is not None:

@@ -34,7 +34,7 @@ class SessionPool:
         return len(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return isinstance(name, str) and name in self._items
 
     def get(self, name: str) -> SessionInstance | None:
         """The pooled instance (now most recently used), or None."""
@@ -72,10 +72,6 @@ class SessionPool:
         """Take an instance out without saving it (for deleted sessions)."""
         with self._lock:
             return self._items.pop(name, None)
-
-    def names(self) -> list[str]:
-        with self._lock:
-            return list(self._items)
 
     def instances(self) -> list[SessionInstance]:
         with self._lock:

@@ -1,4 +1,4 @@
-"""The REPL's event schema: legacy event types, key order, validation, names.
+"""The REPL's event schema: legacy event types, key order, field checks, names.
 
 Events are plain dicts whose keys are in exactly the legacy order (see
 ``shared/LEGACY-FORMAT.md``); optional keys are left out when absent, as
@@ -8,10 +8,9 @@ JavaScript's ``JSON.stringify`` leaves out ``undefined`` properties.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from ..errors import InvalidArgumentError, InvalidNameError
-from ..log.catalog import check_name
+from ..log import catalog as log_catalog
 
 REASONS = frozenset({"llm_boundary", "periodic", "manual", "effect"})
 PREVIEW_UNITS = 200
@@ -29,9 +28,6 @@ EVENT_KEYS: dict[str, tuple[str, ...]] = {
     "result": ("seq", "ts", "type", "value"),
     "error": ("seq", "ts", "type", "d", "message", "stack?"),
 }
-_STR_FIELDS = frozenset({"code", "ctrl", "reason", "stateId", "model", "promptPreview", "receiptKey",
-                         "valuePreview", "op", "argsPreview", "value", "message", "stack", "type"})
-_INT_FIELDS = frozenset({"seq", "ts", "d", "durationMs"})
 
 
 def now_ms() -> int:
@@ -56,12 +52,13 @@ def preview(text: str) -> str:
 
 
 def check_session_name(name: object) -> str:
-    """A session name becomes a file stem in ``sessions/``: the rules of any name (no
-    control characters, NUL included), and no path separators, no "." or ".."."""
-    if isinstance(name, str) and (name in (".", "..") or "/" in name or "\\" in name):
-        raise InvalidNameError(f"session name {name!r} is not allowed (path separators, '.' and '..' are not)")
-    check_name(name, "session name", MAX_SESSION_NAME_BYTES)
+    """A session name becomes a file stem in ``sessions/``: the rules of any name
+    (``engine.log.catalog.check_name``: a non-empty str, no control characters, NUL
+    included), at most 200 bytes, and no path separators, no "." or ".."."""
+    log_catalog.check_name(name, "session name", MAX_SESSION_NAME_BYTES)
     assert isinstance(name, str)
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise InvalidNameError(f"session name {name!r} is not allowed (path separators, '.' and '..' are not)")
     return name
 
 
@@ -97,23 +94,3 @@ def check_str(field: str, value: object) -> str:
     _require(isinstance(value, str), f"{field} must be a str, not {type(value).__name__}")
     assert isinstance(value, str)
     return value
-
-
-def validate_event(event: Any) -> dict[str, Any]:
-    """Check that an event dict fits the legacy schema (types, keys, key order)."""
-    _require(isinstance(event, dict), f"an event must be a dict, not {type(event).__name__}")
-    etype = event.get("type")
-    keys = EVENT_KEYS.get(etype) if isinstance(etype, str) else None
-    _require(keys is not None, f"unknown event type {etype!r}")
-    assert keys is not None
-    expected = [k.rstrip("?") for k in keys if not k.endswith("?") or k.rstrip("?") in event]
-    _require(list(event) == expected, f"{etype} event keys must be {expected}, got {list(event)}")
-    for k, v in event.items():
-        if k in _INT_FIELDS:
-            check_int(k, v)
-        elif k in _STR_FIELDS:
-            check_str(k, v)
-    if etype == "checkpoint":
-        _require(event["reason"] in REASONS, f"checkpoint reason must be one of {sorted(REASONS)}")
-    checked: dict[str, Any] = event
-    return checked

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from samples import REPO as ROOT
 from samples import SAMPLES
 
 import engine
@@ -20,7 +21,6 @@ from engine.session.catalog import SessionCatalog
 
 CH01 = SAMPLES / "ch01-getting-started"
 MOCK = SAMPLES / "mock-effects"
-from samples import REPO as ROOT
 
 pytestmark = pytest.mark.skipif(not (CH01 / "sessions").is_dir() or not (MOCK / "sessions").is_dir(),
                                 reason=f"legacy samples are not under {SAMPLES}")

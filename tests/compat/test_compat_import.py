@@ -16,6 +16,7 @@ import compat.importer
 import engine
 from compat.importer import ImportResult, import_legacy
 from compat.materialize import materialize_session, materialize_snapshot, snapshots
+from engine.session import layout
 from engine.session.catalog import SessionCatalog
 
 CH01 = SAMPLES / "ch01-getting-started" / "sessions"
@@ -61,8 +62,8 @@ def orphan_streams(store: Path) -> list[str]:
     """Session streams that no visible session owns (what a failed import must not leave)."""
     with engine.open(store, readonly=True) as st:
         cat = SessionCatalog(st)
-        owned = {f"{kind}/{cat.uid(n)}" for n in cat.names() for kind in ("ev", "cp")}
-        return [s.name for s in st.streams() if s.name != "catalog" and s.name not in owned]
+        owned = {stream for n in cat.names() for stream in layout.session_streams(cat.uid(n))}
+        return [s.name for s in st.streams() if s.name != layout.CATALOG and s.name not in owned]
 
 
 def materialized(store: Path, name: str, out: Path) -> tuple[bytes, bytes]:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from samples import REPO, SAMPLES
 import engine
 from compat.__main__ import main as compat_main
 from compat.importer import import_legacy
-from compat.materialize import Materialized, materialize, materialize_session, materialize_snapshot
+from compat.materialize import Materialized, materialize_session, materialize_snapshot
 from compat.names import session_files
 from engine.session.catalog import SessionCatalog
 
@@ -87,13 +88,13 @@ def test_writes_the_two_files_and_an_empty_receipts_folder(tmp_path: Path) -> No
     assert index.startswith(b'{\n  "sessionId": "a",\n  "eventCount": 14,\n') and not index.endswith(b"\n")
 
 
-def test_materialize_selection_writes_only_the_named_sessions(tmp_path: Path) -> None:
+def test_materialize_selection_writes_only_the_named_sessions(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     store, out = tmp_path / "store", tmp_path / "out"
     for name in ("a", "b", "c"):
         record(store, name, range(1))
-    with engine.open(store, readonly=True) as st:
-        done = [m.name for m in materialize(SessionCatalog(st), str(out), ["c", "a"])]
-    assert done == ["c", "a"]
+    assert compat_main(["materialize", str(store), str(out), "--session", "c", "--session", "a"]) == 0
+    assert capsys.readouterr().out.startswith("2 sessions, 0 snapshots, ")
     assert visible(out / "sessions") == ["a.index.json", "a.jsonl", "c.index.json", "c.jsonl"]
 
 
@@ -212,17 +213,66 @@ def test_reimported_session_with_the_same_header_is_not_appended_to_stale_bytes(
     assert jsonl == v2_jsonl, "stale event lines of the replaced session were kept"
 
 
-def test_a_live_writers_temporary_file_is_left_alone(tmp_path: Path) -> None:
-    """Stale temporaries of killed writers may go, but not the one another live process is writing:
-    two ``materialize --session`` runs into the same OUT_DIR must not break each other."""
+def test_temporaries_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    """A killed writer leaves ``<file>.tmp`` behind (engine.log.fileio.atomic_write); the next
+    materialization into the folder removes it, whichever session it writes."""
     store, out = tmp_path / "store", tmp_path / "out"
     record(store, "s", range(1))
     sessions = out / "sessions"
     sessions.mkdir(parents=True)
-    live = sessions / f".other.jsonl.tmp-{os.getppid()}"  # our parent process is alive
-    live.write_bytes(b'{"type":"session"')
+    for stale in ("other.jsonl.tmp", "other.index.json.tmp"):
+        (sessions / stale).write_bytes(b'{"type":"session"')
+    (sessions / "notes.txt.tmp").write_bytes(b"not ours")
     mat(store, "s", out)
-    assert live.exists(), "materializing session 's' deleted the temporary file of a live writer"
+    assert sorted(os.listdir(sessions)) == ["notes.txt.tmp", "s.index.json", "s.jsonl"]
+
+
+def test_concurrent_writers_of_one_out_dir_take_turns(tmp_path: Path) -> None:
+    """Two materializations into the same OUT_DIR (threads here; processes alike) replace the
+    same files through the same temporary names, so they take turns: a reader always sees one
+    complete version of each file, and neither writer fails."""
+    store_a, store_b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    record(store_a, "s", range(40), pad=2000)
+    shutil.copytree(store_a, store_b)
+    record(store_b, "s", range(40, 60), pad=2000, create=False)
+    versions = {}
+    for tag, st in (("A", store_a), ("B", store_b)):
+        mat(st, "s", tmp_path / f"ref-{tag}")
+        versions[tag] = files(tmp_path / f"ref-{tag}", "s")
+    jsonls = {v[0] for v in versions.values()}
+    indexes = {v[1] for v in versions.values()}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(order: list[Path]) -> None:
+        try:
+            with engine.open(order[0], readonly=True) as s0, engine.open(order[1], readonly=True) as s1:
+                cats = [SessionCatalog(s0), SessionCatalog(s1)]
+                for i in range(12):
+                    materialize_session(cats[i % 2], "s", str(out))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader() -> None:
+        sessions = out / "sessions"
+        while not stop.is_set():
+            j, i = _read_if_there(sessions / "s.jsonl"), _read_if_there(sessions / "s.index.json")
+            if (j is not None and j not in jsonls) or (i is not None and i not in indexes):
+                errors.append(AssertionError("a reader saw a partial file"))
+                return
+
+    writers = [threading.Thread(target=writer, args=(order,)) for order in ([store_a, store_b], [store_b, store_a])]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(120)
+    stop.set()
+    watcher.join(10)
+    assert errors == []
+    assert files(out, "s") in versions.values()
+    assert sorted(os.listdir(out / "sessions")) == ["s.index.json", "s.jsonl"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,9 +1,7 @@
 """PersistenceManager: saving (explicit, throttled background, forced, at
 shutdown, async), loading, the queries that do not load whole sessions,
-forks, save-as and delete, incremental and compact storage, bad input.
-
-Tests that show a known bug say so in their docstring ("BUG:"); they fail
-until the session layer is fixed.
+forks, save-as and delete, incremental and compact storage, bad input,
+failed saves and use after shutdown.
 """
 
 from __future__ import annotations
@@ -37,11 +35,14 @@ from engine import (
     SessionInstance,
     SessionPool,
     StoreClosedError,
+    StoreFailedError,
     StoreLockedError,
     UnknownReceiptError,
     UnknownSessionError,
     UnknownStateError,
 )
+from engine.errors import SaveFailedError
+from engine.session import layout
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +203,11 @@ def test_background_save_after_save_interval(managers: Managers) -> None:
     assert [e["code"] for e in pm.events("a")] == ["x"]
 
 
+def _is_events_stream(stream: str) -> bool:
+    uid = layout.stream_owner(stream)
+    return uid is not None and stream == layout.ev_stream(uid)
+
+
 class Gate:
     """Blocks store.append_batch of the events stream until opened."""
 
@@ -211,7 +217,7 @@ class Gate:
         orig = pm.store.append_batch
 
         def gated(stream: str, values: Any) -> int:
-            if stream.startswith("ev/") and not self.release.is_set():
+            if _is_events_stream(stream) and not self.release.is_set():
                 self.entered.set()
                 self.release.wait(10)
             return orig(stream, values)
@@ -720,10 +726,9 @@ BAD_RECORDINGS = {
 @pytest.mark.parametrize("case", sorted(BAD_RECORDINGS))
 def test_a_bad_event_is_refused_when_recorded_and_does_not_block_later_saves(
         managers: Managers, case: str) -> None:
-    """BUG: these events are accepted by the recording method but cannot be
-    stored, so every later save of the session fails (the background saver
-    retries for ever, shutdown raises, and everything recorded afterwards is
-    lost on a crash). They must be refused up front with an InvalidArgumentError."""
+    """Events that could not be stored are refused by the recording method
+    (InvalidArgumentError), so they never make every later save of the session
+    fail; what is recorded afterwards is saved."""
     pm = managers(store_options={"max_record_bytes": 8192})
     a = pm.create_session("a")
     a.input("before", ts=0)
@@ -737,8 +742,8 @@ def test_a_bad_event_is_refused_when_recorded_and_does_not_block_later_saves(
 
 
 def test_save_of_many_events_larger_than_one_record(managers: Managers) -> None:
-    """BUG: a save writes all pending events as one engine record, so events
-    that each fit but together exceed max_record_bytes can never be saved."""
+    """Pending events that each fit in a record but together exceed
+    max_record_bytes are saved in several records."""
     pm = managers(store_options={"max_record_bytes": 4096})
     a = pm.create_session("a")
     rng = random.Random(7)
@@ -751,10 +756,10 @@ def test_save_of_many_events_larger_than_one_record(managers: Managers) -> None:
 
 
 def test_a_retried_save_stores_its_states_readably(managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
-    """BUG: when a save fails after the delta encoder took a state (a transient
-    write error), the retry encodes that state against itself; the stored
-    state then has a base chain that loops and can never be read
-    (CorruptionError "base chain longer than 128")."""
+    """A save that fails after the delta encoder took a state (a transient write
+    error) leaves the encoder as it was: the retry stores the state against the
+    same base, readable now and after a reopen (not a chain that loops back to
+    itself)."""
     pm = managers()
     a = pm.create_session("a")
     a.checkpoint(0, "manual", {"v": 0}, ts=0)
@@ -784,14 +789,14 @@ class Crash(BaseException):
 
 
 def _crash_in_save(pm: PersistenceManager, inst: SessionInstance, monkeypatch: pytest.MonkeyPatch,
-                   prefix: str) -> None:
+                   at: str) -> None:
     """Leave the store exactly as a SIGKILL would leave it just before the save
-    writes its first record to a stream starting with ``prefix``: what was
-    written before stays, the instance's unsaved changes vanish."""
+    appends its first record to stream ``at``: what was written before stays,
+    the instance's unsaved changes vanish."""
     orig = pm.store.append_batch
 
     def crashing(stream: str, values: Any) -> int:
-        if stream.startswith(prefix):
+        if stream == at:
             raise Crash
         return orig(stream, values)
 
@@ -804,17 +809,16 @@ def _crash_in_save(pm: PersistenceManager, inst: SessionInstance, monkeypatch: p
 
 def test_crash_before_the_events_commit_leaves_nothing_visible(
         managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
-    """BUG: states and receipts written by a save whose events never committed
-    are visible: get_receipt returns the lost receipt instead of the one
-    recorded earlier under the same key, get_state returns a state no
-    checkpoint has."""
+    """States and receipts written by a save whose events never committed are
+    not visible: get_receipt returns the receipt recorded earlier under the
+    same key, and get_state knows no state of the lost checkpoint."""
     pm = managers()
     a = pm.create_session("a")
     a.llm_resp(0, "v", 1, "K", request=1, response="saved", ts=1)
     pm.save_session(a)
     a.checkpoint(0, "manual", {"lost": True}, ts=2)
     a.llm_resp(0, "v", 1, "K", request=1, response="lost", ts=3)
-    _crash_in_save(pm, a, monkeypatch, "ev/")
+    _crash_in_save(pm, a, monkeypatch, layout.ev_stream(a.uid or ""))
     pm = managers.reopen(pm)
     assert len(pm.events("a")) == 1 and pm.checkpoints("a") == []
     assert pm.get_receipt("a", "K")["response"] == "saved"
@@ -824,14 +828,14 @@ def test_crash_before_the_events_commit_leaves_nothing_visible(
 
 def test_crash_between_events_and_checkpoint_entries_is_repaired_for_every_query(
         managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
-    """BUG: the checkpoint entries a crash left out after the events committed
-    are restored only by load_session; checkpoints() and list_sessions()
-    before that miss them (and a fork computes a wrong checkpoint count)."""
+    """Checkpoint entries a crash left out after the events committed are seen
+    by every query, not only after load_session: checkpoints(), list_sessions()
+    and the checkpoint count of a fork."""
     pm = managers()
     a = pm.create_session("a")
     a.input("x", ts=0)
     a.checkpoint(0, "manual", {"v": 1}, ts=1)
-    _crash_in_save(pm, a, monkeypatch, "cp/")
+    _crash_in_save(pm, a, monkeypatch, layout.cp_stream(a.uid or ""))
     pm = managers.reopen(pm)
     assert [e["type"] for e in pm.events("a")] == ["input", "checkpoint"]
     assert pm.list_sessions()[0]["checkpoint_count"] == 1
@@ -842,10 +846,10 @@ def test_crash_between_events_and_checkpoint_entries_is_repaired_for_every_query
 # ----------------------------------------------------------------------- lock ordering
 def test_evicting_a_session_while_the_background_saves_it_does_not_deadlock(
         managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
-    """BUG: create_session/load_session/fork hold the catalog lock while the
-    pool evicts (saves) a victim, which waits for the victim's save_lock; a
-    background save of that victim holds its save_lock and waits for the
-    catalog lock: both threads hang for ever."""
+    """create_session puts the new instance in the pool (which evicts, and so
+    saves, a victim) without holding the catalog lock, so a background save of
+    the victim, which holds its save_lock and then takes the catalog lock, does
+    not deadlock with it."""
     pm = managers(size=1)
     a = pm.create_session("a")
     a.input("x", ts=1)
@@ -966,15 +970,14 @@ def test_use_after_shutdown_is_a_clear_error(managers: Managers) -> None:
                  lambda: pm.fork("a", "g", 1)):
         with pytest.raises(StoreClosedError):
             call()
-    a.input("after shutdown", ts=99)
-    with pytest.raises(StoreClosedError):
-        pm.save_session(a)
-    assert a.dirty, "a failed save keeps its changes"
+    with pytest.raises(StoreClosedError, match="'a'"):
+        a.input("after shutdown", ts=99)
+    assert not a.dirty and a.event_count == 7
 
 
 def test_load_session_after_shutdown_is_refused(managers: Managers) -> None:
-    """BUG (minor): load_session after shutdown still hands out the pooled
-    instance, whose new events can no longer be saved."""
+    """load_session after shutdown raises StoreClosedError instead of handing
+    out the pooled instance."""
     pm = managers()
     pm.create_session("a")
     pm.shutdown()
@@ -1006,3 +1009,254 @@ def test_shutdown_is_registered_at_interpreter_exit(tmp_path: pathlib.Path) -> N
         assert [e["code"] for e in pm.events("a")] == ["cmd 0", "cmd 1", "cmd 2"]
     finally:
         pm.shutdown()
+
+
+# ------------------------------------------------------------- recording after shutdown
+RECORDINGS = {
+    "input": lambda i: i.input("x", ts=1),
+    "step": lambda i: i.step(0, "x", ts=1),
+    "checkpoint": lambda i: i.checkpoint(0, "manual", {"v": 1}, ts=1),
+    "llm_req": lambda i: i.llm_req(0, "m", "p", "k", ts=1),
+    "llm_resp": lambda i: i.llm_resp(0, "v", 1, "k", request=1, response=2, ts=1),
+    "effect": lambda i: i.effect(0, "op", "[]", ts=1),
+    "resume": lambda i: i.resume(0, "v", ts=1),
+    "result": lambda i: i.result("v", ts=1),
+    "error": lambda i: i.error(0, "boom", ts=1),
+}
+
+
+@pytest.mark.parametrize("how", ["shutdown", "with-block"])
+def test_recording_after_shutdown_raises_and_names_the_session(managers: Managers, how: str) -> None:
+    """Every recording method of an instance whose manager was shut down (also by
+    leaving the ``with`` block) raises StoreClosedError naming the session, and
+    records nothing: nothing is accepted that would be lost."""
+    if how == "shutdown":
+        pm = managers()
+        a = pm.create_session("a")
+        a.input("before", ts=0)
+        pm.shutdown()
+    else:
+        with managers() as pm:
+            a = pm.create_session("a")
+            a.input("before", ts=0)
+    for name, call in RECORDINGS.items():
+        with pytest.raises(StoreClosedError, match="session 'a'"):
+            call(a)
+        assert a.event_count == 1 and a.checkpoint_count == 0 and not a.dirty, name
+    assert [e["code"] for e in managers().events("a")] == ["before"]
+
+
+def test_recording_after_shutdown_raises_for_an_evicted_instance_too(managers: Managers) -> None:
+    """An instance the pool evicted but the REPL still holds is refused as well."""
+    pm = managers(size=1)
+    a = pm.create_session("a")
+    a.input("1", ts=0)
+    pm.create_session("b")  # evicts (saves) a
+    assert "a" not in pm.pool
+    pm.shutdown()
+    with pytest.raises(StoreClosedError, match="session 'a'"):
+        a.input("2", ts=1)
+
+
+def test_every_event_accepted_while_shutting_down_is_saved(managers: Managers) -> None:
+    """A thread records without pause while another shuts the manager down: each
+    event the recording method accepted (returned a seq for) is in the store, and
+    the thread learns at once that recording stopped."""
+    pm = managers(save_interval=0.05, save_after=16)
+    a = pm.create_session("a")
+    accepted: list[int] = []
+    refused: list[BaseException] = []
+    started = threading.Event()
+
+    def repl() -> None:
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                accepted.append(a.input(f"cmd {len(accepted)}", ts=len(accepted)))
+            except SeglogError as exc:
+                refused.append(exc)
+                return
+            if len(accepted) == 200:
+                started.set()
+
+    t = threading.Thread(target=repl, daemon=True)
+    t.start()
+    assert started.wait(5)
+    pm.shutdown()
+    t.join(10)
+    assert not t.is_alive() and len(refused) == 1 and isinstance(refused[0], StoreClosedError)
+    assert len(managers().events("a")) == len(accepted)
+
+
+# ------------------------------------------------------------------------ failed saves
+def _break_store(pm: PersistenceManager, monkeypatch: pytest.MonkeyPatch, *, permanent: bool = True
+                 ) -> dict[str, Any]:
+    """Once ``state["broken"]`` is set, the store's writes fail: as a store that hit a
+    full disk (StoreFailedError chained to ENOSPC, for good) or, with ``permanent``
+    False, with one OSError ENOSPC. Counts the writes tried and remembers the
+    number of commands recorded when the first one failed."""
+    state: dict[str, Any] = {"broken": False, "tries": 0, "failures": 0, "commands": 0, "failed_at": None}
+    store = pm.store
+
+    def wrap(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def write(*args: Any, **kw: Any) -> Any:
+            if state["broken"]:
+                state["tries"] += 1
+                if permanent or state["failures"] == 0:
+                    if state["failed_at"] is None:
+                        state["failed_at"] = state["commands"]
+                    state["failures"] += 1
+                    enospc = OSError(28, "No space left on device")
+                    if not permanent:
+                        raise enospc
+                    raise StoreFailedError(f"write to {store.path} failed: {enospc}; reopen the store") from enospc
+            return orig(*args, **kw)
+        return write
+
+    for method in ("append_batch", "put_blob"):
+        monkeypatch.setattr(store, method, wrap(getattr(store, method)))
+    return state
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    out = []
+    cur: BaseException | None = exc
+    while cur is not None:
+        out.append(cur)
+        cur = cur.__cause__
+    return out
+
+
+def test_recording_stops_right_after_a_background_save_fails(
+        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a background save fails because the store refuses writes (a full disk),
+    the next recording call of the manager's sessions raises, naming the session
+    and chained to the cause, instead of accepting max_pending more changes that
+    can never be stored."""
+    pm = managers(save_after=32, save_interval=60.0)
+    a = pm.create_session("a")
+    b = pm.create_session("b")
+    state = _break_store(pm, monkeypatch)
+    raised: BaseException | None = None
+    for i in range(400):
+        try:
+            a.input(f"(cmd {i})", ts=i)
+            a.step(0, f"(cmd {i})", ts=i)
+            a.result(str(i), ts=i)
+            a.checkpoint(0, "manual", {"i": i}, ts=i)
+        except SeglogError as exc:
+            raised = exc
+            break
+        state["commands"] += 1
+        if i == 20:
+            state["broken"] = True
+        time.sleep(0.002)  # the REPL evaluates between commands
+    assert raised is not None, "recording went on after the store refused a save"
+    assert state["failed_at"] is not None
+    assert state["commands"] - state["failed_at"] <= 5, (state, raised)
+    assert "'a'" in str(raised) and "No space left on device" in str(raised)
+    causes = _causes(raised)
+    assert any(isinstance(c, StoreFailedError) for c in causes), causes
+    assert any(isinstance(c, OSError) and c.errno == 28 for c in causes), causes
+    count = a.event_count
+    with pytest.raises(SeglogError):  # still refused, in every session of the manager
+        a.input("again", ts=0)
+    with pytest.raises(SeglogError, match="'b'"):
+        b.input("other", ts=0)
+    assert a.event_count == count and b.event_count == 0
+
+
+def test_background_saving_stops_retrying_a_store_that_refuses_writes(
+        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that refused a write refuses every later one until reopened: the
+    background saver does not retry against it for ever."""
+    pm = managers(save_after=1, save_interval=0.05)
+    a = pm.create_session("a")
+    state = _break_store(pm, monkeypatch)
+    state["broken"] = True
+    a.input("x", ts=0)
+    assert wait_for(lambda: state["tries"] > 0)
+    time.sleep(0.5)  # ten background ticks at least
+    assert state["tries"] <= 2, state
+    assert a.dirty  # the change is kept, not dropped
+
+
+def test_recording_resumes_once_a_retried_save_succeeds(
+        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a transient failure the background saver retries; while the session
+    is unsaved recording raises, and once the retry succeeds recording goes on,
+    with nothing lost."""
+    pm = managers(save_after=4, save_interval=0.05)
+    a = pm.create_session("a")
+    state = _break_store(pm, monkeypatch, permanent=False)
+    state["broken"] = True
+    codes = []
+    for i in range(4):
+        codes.append(f"cmd {i}")
+        a.input(codes[-1], ts=i)
+    assert wait_for(lambda: state["failures"] == 1)
+    assert wait_for(lambda: not a.dirty), "the background saver must retry"
+    codes.append("after")
+    a.input("after", ts=9)
+    pm.save_session(a)
+    assert [e["code"] for e in managers.reopen(pm).events("a")] == codes
+
+
+def test_a_failed_save_refuses_recording_until_a_save_succeeds(
+        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for an explicit save: after it failed, recording raises
+    SaveFailedError (chained to the failure); a save that succeeds ends that."""
+    pm = managers()
+    a = pm.create_session("a")
+    a.input("1", ts=0)
+    state = _break_store(pm, monkeypatch, permanent=False)
+    state["broken"] = True
+    with pytest.raises(OSError):
+        pm.save_session(a)
+    with pytest.raises(SaveFailedError, match="session 'a'") as info:
+        a.input("refused", ts=1)
+    assert isinstance(info.value.__cause__, OSError)
+    assert pm.save_session(a) == 1
+    a.input("2", ts=2)
+    assert [e["code"] for e in pm.events("a")] == ["1", "2"]
+
+
+# ---------------------------------------------------------------- names of every kind
+NOT_NAMES = [["a"], None, 3, b"a", ("a",), {"a": 1}]
+NAME_CALLS: dict[str, Callable[[PersistenceManager, Any], Any]] = {
+    "create_session": lambda pm, n: pm.create_session(n),
+    "load_session": lambda pm, n: pm.load_session(n),
+    "aload_session": lambda pm, n: asyncio.run(pm.aload_session(n)),
+    "has_session": lambda pm, n: pm.has_session(n),
+    "save_session": lambda pm, n: pm.save_session(n),
+    "asave_session": lambda pm, n: asyncio.run(pm.asave_session(n)),
+    "force_save": lambda pm, n: pm.force_save(n),
+    "events": lambda pm, n: pm.events(n),
+    "checkpoints": lambda pm, n: pm.checkpoints(n),
+    "get_state": lambda pm, n: pm.get_state(n, "state-1"),
+    "get_receipt": lambda pm, n: pm.get_receipt(n, "rk1"),
+    "persister": lambda pm, n: pm.persister(n),
+    "fork-source": lambda pm, n: pm.fork(n, "f", 0),
+    "fork-new-name": lambda pm, n: pm.fork("a", n, 0),
+    "save_as-source": lambda pm, n: pm.save_as(n, "f"),
+    "save_as-new-name": lambda pm, n: pm.save_as("a", n),
+    "delete": lambda pm, n: pm.delete(n),
+}
+
+
+@pytest.mark.parametrize("method", sorted(NAME_CALLS))
+def test_a_name_that_is_not_a_str_is_an_invalid_name_for_every_method(managers: Managers, method: str) -> None:
+    """Every PersistenceManager method that takes a session name raises
+    InvalidNameError (not TypeError, not UnknownSessionError) for a name that is
+    not a str, and writes nothing."""
+    pm = managers()
+    _populate(pm)
+    pm.save_dirty_sessions()
+    before = written(pm)
+    for name in NOT_NAMES:
+        if name is None and method == "force_save":
+            continue  # force_save(None) saves every session
+        with pytest.raises(InvalidNameError):
+            NAME_CALLS[method](pm, name)
+    assert written(pm) == before
+    assert [m["name"] for m in pm.list_sessions()] == ["a"]

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 import pytest
+from samples import SAMPLES
 
 from engine import PersistenceManager, SessionPool
 
@@ -37,8 +38,6 @@ _spec = importlib.util.spec_from_file_location("seglog_session_crash_worker", _W
 assert _spec is not None and _spec.loader is not None
 worker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(worker)
-
-from samples import SAMPLES
 
 STATES = SAMPLES / "mock-effects" / "sessions" / "mock-effects.index.json"
 KILLS = 10

@@ -17,6 +17,11 @@ from conftest import Managers
 from engine import InvalidArgumentError, SessionInstance, SessionPool
 
 
+def names(pool: SessionPool) -> list[str]:
+    """The pooled sessions, least recently used first."""
+    return [inst.name for inst in pool.instances()]
+
+
 def clean(name: str) -> SessionInstance:
     return SessionInstance(name)
 
@@ -54,7 +59,7 @@ def test_put_get_contains_len_names() -> None:
     pool.put(b)
     assert len(pool) == 2 and "a" in pool and "b" in pool and "c" not in pool
     assert pool.get("a") is a and pool.get("zzz") is None
-    assert pool.names() == ["b", "a"]  # least recently used first
+    assert names(pool) == ["b", "a"]  # least recently used first
     assert pool.instances() == [b, a]
 
 
@@ -63,10 +68,10 @@ def test_least_recently_used_is_evicted_first() -> None:
     pool.saver = RecordingSaver()
     for name in "abc":
         pool.put(clean(name))
-    assert pool.names() == ["b", "c"]
+    assert names(pool) == ["b", "c"]
     assert pool.get("b") is not None  # b is now the most recently used
     pool.put(clean("d"))
-    assert pool.names() == ["b", "d"]
+    assert names(pool) == ["b", "d"]
     assert pool.saver.saved == []  # clean sessions are evicted without a save
 
 
@@ -76,7 +81,7 @@ def test_put_of_a_pooled_instance_refreshes_it_without_eviction() -> None:
     pool.put(a)
     pool.put(b)
     pool.put(a)
-    assert pool.names() == ["b", "a"] and len(pool) == 2
+    assert names(pool) == ["b", "a"] and len(pool) == 2
 
 
 def test_dirty_victim_is_saved_before_eviction() -> None:
@@ -89,7 +94,7 @@ def test_dirty_victim_is_saved_before_eviction() -> None:
     pool.put(clean("c"))
     assert saver.saved == [("a", 3)]
     assert "a" not in pool and not a.dirty
-    assert pool.names() == ["b", "c"]
+    assert names(pool) == ["b", "c"]
 
 
 def test_dirty_victim_without_saver_is_kept(caplog: pytest.LogCaptureFixture) -> None:
@@ -184,7 +189,7 @@ def test_concurrent_puts_and_gets_respect_the_limit_and_lose_nothing() -> None:
     for t in threads:
         t.join()
     assert len(pool) <= 4
-    in_pool = set(pool.names())
+    in_pool = set(names(pool))
     saved = {name for name, _ in saver.saved}
     for inst in made:  # every session is either still pooled or was saved
         assert inst.name in in_pool or (inst.name in saved and not inst.dirty), inst.name
@@ -281,10 +286,8 @@ def test_recording_into_an_evicted_instance_is_tracked_and_saved(manager: Manage
 
 
 def test_stale_instance_after_eviction_and_reload_loses_nothing(manager: Managers) -> None:
-    """BUG: eviction followed by load_session gives a second instance of the
-    same session; events recorded into the first one (which the REPL still
-    holds) are silently lost: _note_change does not put it back in the pool
-    because the name is taken by the second instance, so nothing saves it."""
+    """Eviction followed by load_session gives back the instance the REPL still
+    holds (not a second one), so what it records afterwards is saved."""
     pm = manager(size=1)
     a = pm.create_session("a")
     a.input("1", ts=0)
