@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import CorruptionError, InvalidNameError
-from .format import MAX_STREAM_NAME_BYTES
+from .format import MAX_KEY_BYTES, MAX_STREAM_NAME_BYTES
 from .record import RecordType
 
 if TYPE_CHECKING:
@@ -53,6 +53,11 @@ def check_name(name: object, what: str, max_bytes: int, allow_controls: bool = F
 def check_stream_name(name: object) -> bytes:
     """Validate a stream name and return its UTF-8 bytes."""
     return check_name(name, "stream name", MAX_NAME_BYTES)
+
+
+def check_key(key: object) -> bytes:
+    """Validate a blob key (control characters allowed) and return its UTF-8 bytes."""
+    return check_name(key, "blob key", MAX_KEY_BYTES, allow_controls=True)
 
 
 class Run(NamedTuple):

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 class Sealed(NamedTuple):
     segment: LogSegment
-    index: SealedIndex
+    index: SealedIndex  # type: ignore[assignment]
 
     @property
     def segment_id(self) -> int:

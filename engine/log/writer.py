@@ -1,0 +1,365 @@
+"""The write path of a Store: appends, durability, rolls.
+
+``WritePath`` is the half of :class:`~engine.log.store.Store` that changes the
+log; the Store is the facade that also reads. Everything here runs with the
+Store's ``_write_mu`` held unless its docstring says otherwise (the lock
+contract is in ``store.py``); the catalog is changed only with ``_mu`` held
+as well, so readers never wait for a write, an fsync or a roll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    CorruptionError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    RecordTooLargeError,
+    StoreClosedError,
+    StoreFailedError,
+)
+from . import codec, record
+from .active import ActiveSegment
+from .active_index import ActiveIndexFile
+from .catalog import Catalog, StreamState, check_key, check_stream_name
+from .committer import GroupCommitter
+from .format import SEGMENT_HEADER_SIZE, RecordType
+from .manifest import Manifest
+from .options import Durability, StoreOptions
+from .sealed_index import SealedIndex
+from .segment import LogSegment
+from .version import Sealed, VersionSet
+
+if TYPE_CHECKING:
+    from .store import Store
+
+log = logging.getLogger("engine.log.store")
+
+
+def _commit_manifest(manifest: Manifest, path: str, **changes: Any) -> None:
+    """Apply ``changes`` to the manifest and save it; on failure the in-memory
+    manifest is left as it was, so it never names a segment the disk lacks."""
+    before = {name: getattr(manifest, name) for name in [*changes, "generation"]}
+    for name, value in changes.items():
+        setattr(manifest, name, value)
+    try:
+        manifest.save(path)
+    except BaseException:
+        for name, value in before.items():
+            setattr(manifest, name, value)
+        raise
+
+
+
+class WritePath:
+    # Set up by Store.__init__ (see the lock contract there).
+    path: str
+    options: StoreOptions
+    _write_mu: threading.Lock
+    _mu: threading.Lock
+    _closed: bool
+    _failed: BaseException | None
+    _lsn_written: int
+    _batching: threading.local
+    _active: ActiveSegment
+    _manifest: Manifest
+    _catalog: Catalog
+    _streams: dict[str, StreamState]
+    _versions: VersionSet
+    _committer: GroupCommitter
+    _read_limit: int
+
+    def _stream(self, name: str) -> StreamState:
+        raise NotImplementedError
+
+    def _install(self, catalog: Catalog, sealed: tuple[Sealed, ...], active: ActiveSegment,
+                 dropped: Sequence[int] = ()) -> None:
+        raise NotImplementedError
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        if self.options.readonly:
+            raise ReadOnlyError(f"store {self.path} was opened read-only")
+        if self._failed is not None:
+            raise StoreFailedError(f"an earlier write to {self.path} failed ({self._failed}); reopen the store")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+
+    def _fail(self, exc: BaseException, what: str) -> StoreFailedError:
+        """A write, fsync or file change failed: refuse writes until the store is reopened."""
+        if self._failed is None:
+            self._failed = exc
+        log.error("%s: %s failed, the store refuses writes until reopened: %s", self.path, what, exc)
+        return StoreFailedError(f"{what} in {self.path} failed: {exc}; reopen the store")
+
+    def _append_record(self, rec: bytes, rtype: int, flags: int, st: StreamState | None, stream_id: int,
+                       count: int, seq: int) -> None:
+        """Append one framed record to the active segment. Caller holds ``_write_mu``."""
+        act = self._active
+        end = act.end
+        if end + len(rec) > self.options.segment_bytes and end > SEGMENT_HEADER_SIZE:
+            self._roll()
+            act = self._active
+            end = act.end
+        act.pending += rec
+        self._lsn_written += len(rec)
+        with self._mu:
+            if rtype == RecordType.STREAM_CREATE:
+                act.creates[stream_id] = bytes(rec[record.HEADER_SIZE :]).decode("utf-8")
+            act.account(end, seq, st, stream_id, count, rtype, flags, len(rec))
+        # "process": in the OS before the call returns. "power": the group commit
+        # leader writes everything pending right before its fsync (one write per
+        # group, and no write races the fsync). "relaxed": the background thread.
+        if len(act.pending) >= self.options.buffer_bytes or (
+            self.options.durability is Durability.PROCESS and not getattr(self._batching, "depth", 0)
+        ):
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        """Caller holds ``_write_mu``."""
+        try:
+            self._active.flush()
+        except OSError as exc:
+            # The catalog already counts these records: refuse further writes
+            # rather than serve or extend a log that does not hold them.
+            raise self._fail(exc, f"write to {self._active.path}") from exc
+
+    def _flush(self) -> None:
+        with self._write_mu:
+            if not self._closed and self._failed is None:
+                self._flush_pending()
+
+    def _check_size(self, payload: int) -> None:
+        """Refuse a record whose uncompressed payload is over the limit (so that whatever
+        was written decompresses within the limit that reads check)."""
+        if payload > self.options.max_record_bytes:
+            raise RecordTooLargeError(
+                f"record payload of {payload} bytes exceeds max_record_bytes={self.options.max_record_bytes}"
+            )
+
+    def _stream_for_write(self, name: str) -> StreamState:
+        """The stream, created when new. Caller holds ``_write_mu``."""
+        st = self._streams.get(name)
+        if st is None:
+            raw = check_stream_name(name)
+            sid = self._catalog.next_stream_id
+            rec = record.frame(RecordType.STREAM_CREATE, 0, sid, 0, 0, raw)
+            self._append_record(rec, RecordType.STREAM_CREATE, 0, None, sid, 0, 0)
+            with self._mu:
+                st = self._catalog.add(sid, name)
+        return st
+
+    def _wait_durable(self, lsn: int) -> None:
+        if self.options.durability is Durability.POWER and not getattr(self._batching, "depth", 0):
+            self._committer.wait(lsn)
+
+    @contextmanager
+    def batch(self) -> Iterator[Store]:  # yields the Store itself
+        """Group this thread's appends: they are handed to the OS in one write (and,
+        in "power" mode, made durable by one fsync) when the outermost block ends,
+        and each of them is acknowledged only then. Records stay individually
+        atomic; a crash inside the block may keep some of them and not others."""
+        depth = getattr(self._batching, "depth", 0)
+        self._batching.depth = depth + 1
+        try:
+            yield self  # type: ignore[misc]
+        finally:
+            self._batching.depth = depth
+            if depth == 0:
+                with self._write_mu:
+                    if not self._closed and self._failed is None and self.options.durability is Durability.PROCESS:
+                        self._flush_pending()
+                    lsn = self._lsn_written
+                if not self._closed:
+                    self._wait_durable(lsn)
+
+    def create_stream(self, name: str) -> None:
+        """Create an empty stream (appending to a new name creates it too). Idempotent."""
+        check_stream_name(name)
+        with self._write_mu:
+            self._check_writable()
+            self._stream_for_write(name)
+            lsn = self._lsn_written
+        self._wait_durable(lsn)
+
+    def append(self, stream: str, value: Any) -> int:
+        """Append one event; return its sequence number."""
+        return self.append_batch(stream, (value,))
+
+    def append_batch(self, stream: str, values: Sequence[Any]) -> int:
+        """Append events atomically (one record: all or none survive a crash).
+
+        Returns the sequence number of the first; the others follow it.
+        """
+        if not isinstance(stream, str) or stream not in self._streams:
+            check_stream_name(stream)
+        if not isinstance(values, (list, tuple)):
+            values = list(values)
+        if not values:
+            raise InvalidArgumentError("append_batch needs at least one value")
+        self._check_writable()
+        values = list(values)
+        packed, reference = codec.pack_array(values)
+        self._check_size(len(packed))
+        n = len(values)
+        compress = self.options.compress_events
+        with self._write_mu:
+            self._check_writable()
+            st = self._stream_for_write(stream)
+            first = st.next_seq
+            rec = record.encode_events(st.id, first, n, packed, reference, compress)
+            self._append_record(rec, RecordType.EVENTS, rec[13], st, st.id, n, first)
+            lsn = self._lsn_written
+        self._wait_durable(lsn)
+        return first
+
+    def put_blob(self, stream: str, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` in the stream; the last write wins."""
+        if not isinstance(stream, str) or stream not in self._streams:
+            check_stream_name(stream)
+        raw_key = check_key(key)
+        packed, reference = codec.pack(value)
+        h = record.key_hash(raw_key)
+        self._check_size(2 + len(raw_key) + len(packed))
+        with self._write_mu:
+            self._check_writable()
+            st = self._stream_for_write(stream)
+            rec = record.encode_blob(st.id, h, raw_key, packed, reference)
+            self._append_record(rec, RecordType.BLOB, rec[13], st, st.id, 0, h)
+            lsn = self._lsn_written
+        self._wait_durable(lsn)
+
+    def drop_stream(self, name: str) -> None:
+        """Delete a stream with its events and blobs. Space returns at compaction."""
+        with self._write_mu:
+            self._check_writable()
+            st = self._stream(name)
+            rec = record.frame(RecordType.STREAM_DROP, 0, st.id, 0, 0, b"")
+            self._append_record(rec, RecordType.STREAM_DROP, 0, st, st.id, 0, 0)
+            with self._mu:
+                self._catalog.remove(st.id)
+            lsn = self._lsn_written
+        self._wait_durable(lsn)
+
+    # ------------------------------------------------------- durability
+    def _sync_source(self) -> tuple[int, int]:
+        with self._write_mu:
+            self._check_open()
+            self._flush_pending()
+            return self._active.segment.dup_fd(), self._lsn_written
+
+    def _on_sync_failed(self, exc: OSError) -> StoreFailedError:
+        """An fsync failed: what it should have made durable may be lost, and a
+        retry could succeed without writing it (the kernel may have dropped the
+        dirty pages). Refuse writes until the store is reopened and recovered."""
+        with self._write_mu:
+            if self._failed is None:
+                self._failed = exc
+            path = self._active.path
+        log.error("%s: fsync failed, the store refuses writes until reopened: %s", self.path, exc)
+        return StoreFailedError(f"fsync of {path} failed: {exc}; appends since the last successful "
+                                f"sync may be lost; reopen the store")
+
+    def _on_synced(self, lsn: int) -> None:
+        with self._write_mu:
+            self._active.synced(lsn)
+
+    def _sync_active(self) -> None:
+        """fsync the active segment and index what that made durable. Caller holds ``_write_mu``."""
+        act = self._active
+        self._flush_pending()
+        try:
+            act.segment.sync()
+        except OSError as exc:
+            raise self._on_sync_failed_locked(exc) from exc
+        self._committer.mark_synced(self._lsn_written)
+        act.synced_end = act.segment.size
+        act.write_index()
+
+    def _on_sync_failed_locked(self, exc: OSError) -> StoreFailedError:
+        return self._fail(exc, f"fsync of {self._active.path}")
+
+    def _background_flush(self) -> None:
+        with self._write_mu:
+            if self._closed or self._failed is not None:
+                return
+            # In "power" mode every writer waits for its own appends: an fsync from
+            # here would only join (and resize) their groups.
+            behind = (self._lsn_written > self._committer.synced
+                      and self.options.durability is not Durability.POWER)
+            lsn = self._lsn_written
+        if behind:
+            self._committer.wait(lsn)
+        with self._write_mu:
+            if not self._closed and self._failed is None:
+                try:
+                    self._active.write_index()
+                except OSError as exc:
+                    raise self._fail(exc, "index write") from exc
+
+    def flush(self) -> None:
+        """Hand everything appended so far to the OS (survives a process crash)."""
+        with self._write_mu:
+            self._check_writable()
+            self._flush_pending()
+
+    def sync(self) -> None:
+        """Make everything appended so far durable on disk (survives power loss)."""
+        with self._write_mu:
+            self._check_writable()
+            lsn = self._lsn_written
+        self._committer.wait(lsn)
+        with self._write_mu:
+            try:
+                self._active.write_index()
+            except OSError as exc:
+                raise self._fail(exc, "index write") from exc
+
+    def _roll(self) -> None:
+        """Seal the active segment and start a new one. Caller holds ``_write_mu``
+        (not ``_mu``: readers go on during the fsyncs). The steps and what a crash
+        after each one leaves are in FORMAT.md, "Crash rules: sealing"."""
+        old = self._active
+        new_seg = new_idx = None
+        try:
+            self._sync_active()                                       # 1. old segment durable
+            sid = old.segment.segment_id
+            SealedIndex.write(self.path, sid, old.sealed_index())     # 2. its .sidx
+            sidx = SealedIndex.load(self.path, sid)
+            if sidx is None:
+                raise CorruptionError("sealed index unreadable right after writing it", self.path)
+            manifest = self._manifest
+            new_id = manifest.next_segment_id
+            new_seg = LogSegment.create(self.path, new_id, self._read_limit)      # 3. the next segment
+            new_idx = ActiveIndexFile.create(self.path, new_id)
+            _commit_manifest(manifest, self.path, segments=[*manifest.segments, new_id],   # 4. MANIFEST
+                             next_segment_id=new_id + 1, next_stream_id=self._catalog.next_stream_id)
+        except OSError as exc:
+            for f in (new_seg, new_idx):
+                if f is not None:
+                    f.close()
+            raise self._fail(exc, f"sealing {old.path}") from exc
+        new = ActiveSegment(new_seg, new_idx, self._lsn_written)
+        with self._mu:                                                # 5. readers switch
+            old.segment.writable = False
+            live = [s for s in old.streams.values() if s.id in self._catalog.by_id]  # not dropped
+            by_id = {d.stream_id: d for d in sidx.streams}
+            for st in live:
+                d = by_id[st.id]
+                st.clear_active()
+                st.nbytes -= d.nbytes  # add_sealed counts them again
+                st.add_sealed(old.segment, sidx.ev_seqs, sidx.ev_offs, d.ev_lo, d.ev_n,
+                              sidx.bl_hashes, sidx.bl_offs, d.bl_lo, d.bl_n, st.next_seq, d.nbytes)
+            self._install(self._catalog, (*self._versions.current.sealed, Sealed(old.segment, sidx)), new)
+        if old.index is not None:
+            old.index.remove()                                        # 6. the stale .idx
+        log.info("%s: sealed segment %d, active is now %d", self.path, sid, new_id)
+
