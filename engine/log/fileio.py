@@ -71,6 +71,20 @@ def fsync_dir(directory: str) -> None:
         close(fd)
 
 
+def makedirs(path: str) -> None:
+    """Create ``path`` and its missing parents, each made durable in its parent."""
+    parent = os.path.dirname(path)
+    if parent and parent != path and not os.path.isdir(parent):
+        makedirs(parent)
+    try:
+        mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    fsync_dir(parent or ".")
+
+
 def write_all(fd: int, data: bytes | bytearray | memoryview, offset: int | None = None) -> int:
     """Write all of ``data`` (at ``offset``, or at the file position); return its length."""
     view = memoryview(data)

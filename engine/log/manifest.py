@@ -245,22 +245,6 @@ class Manifest:
         parsed = parse_file_name(name.removesuffix(TMP_SUFFIX))
         return parsed is not None and self.is_reserved(parsed[0])
 
-    def is_leftover(self, segment_id: int) -> bool:
-        """Are files of ``segment_id`` leftovers of an interrupted roll (FORMAT.md)?"""
-        return (segment_id >= self.next_segment_id and segment_id not in self.segments
-                and not self.is_reserved(segment_id))
-
-    # ------------------------------------------------------------- stream ids
-    def allocate_stream_id(self) -> int:
-        sid = self.next_stream_id
-        self.next_stream_id += 1
-        return sid
-
-    def note_stream_id(self, stream_id: int) -> None:
-        """A stream id is in use: never allocate it (or a lower one) again."""
-        if stream_id >= self.next_stream_id:
-            self.next_stream_id = stream_id + 1
-
 
 # ------------------------------------------------------------------ field checks
 def _int_field(doc: dict[str, Any], key: str, path: str, lo: int, hi: int, default: int | None = None) -> int:

@@ -49,6 +49,7 @@ from ..errors import (
     NotFoundError,
     SeglogError,
     StoreFailedError,
+    StoreIOError,
     UnknownStreamError,
 )
 from . import fileio, record, recovery
@@ -111,8 +112,7 @@ class Store(WritePath):
                     raise InvalidArgumentError(f"{self.path} is not a directory")
                 if opts.readonly or not opts.create:
                     raise NotFoundError(f"no store at {self.path}")
-                fileio.mkdir(self.path)
-                fileio.fsync_dir(os.path.dirname(self.path))
+                fileio.makedirs(self.path)
             if not opts.create and not os.path.exists(os.path.join(self.path, "MANIFEST")):
                 raise NotFoundError(f"no store at {self.path}")
             if not opts.readonly:
@@ -123,7 +123,8 @@ class Store(WritePath):
             if self._writer_lock is not None:
                 self._writer_lock.release()
             if isinstance(exc, OSError):
-                raise StoreFailedError(f"cannot open the store at {self.path}: {exc}") from exc
+                raise StoreIOError(f"cannot open the store: {exc.strerror or exc}", exc.filename or self.path,
+                                   exc.errno or 0) from exc
             raise
 
     def _load(self) -> None:
@@ -356,7 +357,10 @@ class Store(WritePath):
             streams, events = len(self._streams), sum(st.next_seq for st in self._streams.values())
         for name in fileio.listdir(self.path):
             if name.endswith((".idx", ".sidx")) or name == "MANIFEST":
-                disk += fileio.stat(os.path.join(self.path, name)).st_size
+                try:
+                    disk += fileio.stat(os.path.join(self.path, name)).st_size
+                except FileNotFoundError:  # a roll removed it meanwhile (rolls do not hold _mu)
+                    pass
         return StoreStats(self.path, self.options.durability.value, len(segs), disk, streams, events,
                           self._manifest.generation, self._lsn_written, self._committer.synced,
                           self._committer.fsyncs)
