@@ -30,6 +30,7 @@ taken (a thread holding one never waits for one above it):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -57,7 +58,7 @@ from .active import ActiveSegment
 from .active_index import Entry
 from .catalog import Catalog, StreamState, check_key
 from .committer import BackgroundFlusher, GroupCommitter
-from .format import SEGMENT_HEADER_SIZE, RecordType
+from .format import MANIFEST_NAME, SEGMENT_EXT, SEGMENT_HEADER_SIZE, RecordType, parse_file_name
 from .lockfile import WriterLock
 from .manifest import Manifest
 from .options import StoreOptions
@@ -113,7 +114,7 @@ class Store(WritePath):
                 if opts.readonly or not opts.create:
                     raise NotFoundError(f"no store at {self.path}")
                 fileio.makedirs(self.path)
-            if not opts.create and not os.path.exists(os.path.join(self.path, "MANIFEST")):
+            if not opts.create and not os.path.exists(os.path.join(self.path, MANIFEST_NAME)):
                 raise NotFoundError(f"no store at {self.path}")
             if not opts.readonly:
                 self._writer_lock = WriterLock(self.path)
@@ -356,11 +357,10 @@ class Store(WritePath):
             disk = sum(s.size for s in segs) + len(self._active.pending)
             streams, events = len(self._streams), sum(st.next_seq for st in self._streams.values())
         for name in fileio.listdir(self.path):
-            if name.endswith((".idx", ".sidx")) or name == "MANIFEST":
-                try:
+            parsed = parse_file_name(name)
+            if (parsed is not None and parsed[1] != SEGMENT_EXT) or name == MANIFEST_NAME:
+                with contextlib.suppress(FileNotFoundError):  # a roll removed it meanwhile
                     disk += fileio.stat(os.path.join(self.path, name)).st_size
-                except FileNotFoundError:  # a roll removed it meanwhile (rolls do not hold _mu)
-                    pass
         return StoreStats(self.path, self.options.durability.value, len(segs), disk, streams, events,
                           self._manifest.generation, self._lsn_written, self._committer.synced,
                           self._committer.fsyncs)
