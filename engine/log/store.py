@@ -149,7 +149,8 @@ class Store(WritePath):
         self._catalog = catalog
         self._streams = catalog.by_name
         self._active = active
-        self._versions.install(self._versions.make(sealed, active.segment), dropped)
+        self._version = self._versions.make(sealed, active.segment)
+        self._versions.install(self._version, dropped)
 
     def refresh(self) -> None:
         """Read-only store: see what the writer flushed, sealed or replaced since
@@ -202,36 +203,38 @@ class Store(WritePath):
 
     def get(self, stream: str, seq: int) -> Any:
         """The event ``seq`` of ``stream``."""
-        for tries in range(2):
-            with self._mu:
-                try:
-                    st = self._streams.get(stream)
-                except TypeError:  # unhashable: not a name
-                    st = None
-                if st is None or self._closed:
-                    self._stream(stream)  # raises the right error
-                    raise AssertionError
-                if not 0 <= seq < st.next_seq:
-                    raise EventNotFoundError(f"stream {stream!r} has events 0..{st.next_seq - 1}, not {seq}")
-                acts = st.act_seqs
-                if acts and seq >= acts[0]:
-                    seg = self._active.segment
-                    off = st.act_offs[bisect_right(acts, seq) - 1]
-                    pending = off >= seg.size
-                else:
-                    seg, keys, offs, lo, hi = st.runs[bisect_right(st.run_starts, seq) - 1]
-                    off = offs[bisect_right(keys, seq, lo, hi) - 1]
-                    pending = False
-                if not pending:
-                    version = self._versions.current.pin()
-            if pending:
-                self._flush_for_read(tries)
-                continue
+        with self._mu:
             try:
-                return seg.event(off, st.id, seq)
-            finally:
-                version.unpin()
-        raise AssertionError("unreachable")
+                st = self._streams.get(stream)
+            except TypeError:  # unhashable: not a name
+                st = None
+            if st is None:  # (close() empties _streams, so a closed store lands here too)
+                self._stream(stream)  # raises the right error
+                raise AssertionError
+            if not 0 <= seq < st.next_seq:
+                raise EventNotFoundError(f"stream {stream!r} has events 0..{st.next_seq - 1}, not {seq}")
+            acts = st.act_seqs
+            if acts and seq >= acts[0]:
+                seg = self._active.segment
+                off = st.act_offs[bisect_right(acts, seq) - 1]
+                pending = off >= seg.size  # still in the writer's buffer
+            else:
+                seg, keys, offs, lo, hi = st.runs[bisect_right(st.run_starts, seq) - 1]
+                off = offs[bisect_right(keys, seq, lo, hi) - 1]
+                pending = False
+            version = self._version  # pinned inline: this is the hottest read
+            holders = version.holders
+            holders.append(None)
+        try:
+            if pending:
+                self._flush_for_read(0)
+                if off >= seg.size:
+                    self._flush_for_read(1)
+            return seg.event(off, st.id, seq)
+        finally:
+            holders.pop()
+            if version.retired:
+                version.idle()
 
     def scan(self, stream: str, start: int = 0, stop: int | None = None) -> Iterator[Any]:
         """Events ``start <= seq < stop`` in order (``stop`` defaults to the end as of the call).

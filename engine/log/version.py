@@ -16,7 +16,7 @@ crash are removed at open (see ``recovery``).
 
 Thread safety: ``VersionSet`` has its own lock, ``_mu``, innermost in the
 store's lock order; it guards ``_current``, ``_retired`` and every version's
-``retired`` flag. Pins are a list per version: ``append``/``pop`` are atomic,
+``retired`` flag. Pins are a list per version (``holders``): ``append``/``pop`` are atomic,
 so a point read pins and unpins without taking ``_mu``; whoever sees a retired
 version with no pins left (the reader that unpinned last, or the installer)
 releases it, once, under ``_mu``.
@@ -47,13 +47,15 @@ class Sealed(NamedTuple):
 
 
 class Version:
-    __slots__ = ("_pins", "_release", "active", "released", "retired", "sealed")
+    __slots__ = ("_release", "active", "holders", "released", "retired", "sealed")
 
     def __init__(self, sealed: tuple[Sealed, ...], active: LogSegment,
                  release: Callable[[Version], None]) -> None:
         self.sealed = sealed
         self.active = active
-        self._pins: list[None] = []
+        #: One item per pin. Hot paths pin with ``holders.append(None)`` and unpin
+        #: with ``holders.pop()`` then ``if version.retired: version.idle()``.
+        self.holders: list[None] = []
         self._release = release
         self.retired = False
         self.released = False
@@ -67,15 +69,20 @@ class Version:
 
     @property
     def pins(self) -> int:
-        return len(self._pins)
+        return len(self.holders)
 
     def pin(self) -> Version:
-        self._pins.append(None)
+        self.holders.append(None)
         return self
 
     def unpin(self) -> None:
-        self._pins.pop()
-        if self.retired and not self._pins:
+        self.holders.pop()
+        if self.retired and not self.holders:
+            self._release(self)
+
+    def idle(self) -> None:
+        """A retired version's last pin may be gone: release it then."""
+        if not self.holders:
             self._release(self)
 
     def __enter__(self) -> Version:
