@@ -9,9 +9,11 @@ offset index, group commit and crash recovery, and the session layer on top.
 
 from .errors import (
     BlobNotFoundError,
+    CompactorBusyError,
     CorruptionError,
     EncodeError,
     EventNotFoundError,
+    InsufficientSpaceError,
     InvalidArgumentError,
     InvalidNameError,
     NotFoundError,
@@ -30,6 +32,7 @@ from .errors import (
     UnknownStateError,
     UnknownStreamError,
 )
+from .log.compactor import CompactionReport, compact
 from .log.options import Durability, StoreOptions
 from .log.store import Problem, Store, StoreStats, StreamInfo, VerifyReport, open
 from .session.instance import SessionInstance
@@ -39,11 +42,14 @@ from .session.pool import SessionPool
 
 __all__ = [
     "BlobNotFoundError",
+    "CompactionReport",
+    "CompactorBusyError",
     "CorruptionError",
     "Durability",
     "EncodeError",
     "EventNotFoundError",
     "IncrementalWriter",
+    "InsufficientSpaceError",
     "InvalidArgumentError",
     "InvalidNameError",
     "NotFoundError",
@@ -71,5 +77,6 @@ __all__ = [
     "UnknownStateError",
     "UnknownStreamError",
     "VerifyReport",
+    "compact",
     "open",
 ]

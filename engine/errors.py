@@ -120,3 +120,11 @@ class SaveFailedError(SeglogError):
     write the store refuses writes for good (``StoreFailedError``): shut the
     PersistenceManager down and open the store again. After any other failure a
     save that succeeds lets recording go on."""
+
+
+class CompactorBusyError(SeglogError):
+    """Another compactor is running on this store (one at a time: ``COMPACT.lock``)."""
+
+
+class InsufficientSpaceError(SeglogError):
+    """Free disk space is below what a compaction pass needs; nothing was written."""

@@ -206,6 +206,22 @@ class Catalog:
             raise CorruptionError(f"events of stream {st.name!r} start at seq {seq}, expected {st.next_seq} "
                                   f"(the log {what} events)", path, offset)
 
+    def rebuild_sealed(self, sealed: Sequence[tuple[LogSegment, SealedIndex]]) -> None:
+        """Sealed segments were replaced (compaction): point every live stream's
+        sealed runs at ``sealed``, keeping its active-segment state. Which streams
+        live and their seqs do not change (only dead records were dropped)."""
+        for live in self.by_id.values():
+            live.runs, live.run_starts, live.blob_runs = [], array("q"), []
+            live.nbytes = live.act_nbytes
+        for seg, idx in sealed:
+            for d in idx.streams:
+                st = self.by_id.get(d.stream_id)
+                if st is not None:
+                    keep = st.next_seq
+                    st.add_sealed(seg, idx.ev_seqs, idx.ev_offs, d.ev_lo, d.ev_n,
+                                  idx.bl_hashes, idx.bl_offs, d.bl_lo, d.bl_n, d.next_seq, d.nbytes)
+                    st.next_seq = keep
+
     def apply_sealed(self, seg: LogSegment, idx: SealedIndex) -> None:
         """Replay a sealed segment from its index: creates, runs, then drops."""
         drops = frozenset(idx.meta.drops)

@@ -25,6 +25,12 @@ entry_checksum_of = xxhash.xxh32_intdigest
 # -- file names -------------------------------------------------------------
 MANIFEST_NAME = "MANIFEST"
 LOCK_NAME = "LOCK"
+#: flock'd around every read-modify-write of the MANIFEST (writer rolls, compactor commits).
+MANIFEST_LOCK_NAME = "MANIFEST.lock"
+#: flock'd by the one compactor of a store for its whole run.
+COMPACT_LOCK_NAME = "COMPACT.lock"
+#: The compactor's record of its last pass (JSON, replaced atomically).
+COMPACT_STATE_NAME = "COMPACTION"
 SEGMENT_EXT = "seg"
 ACTIVE_INDEX_EXT = "idx"
 SEALED_INDEX_EXT = "sidx"

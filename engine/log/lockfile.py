@@ -20,7 +20,7 @@ from ..errors import StoreIOError, StoreLockedError
 from . import fileio
 from .format import LOCK_NAME
 
-__all__ = ["LOCK_NAME", "WriterLock"]
+__all__ = ["LOCK_NAME", "FileLock", "WriterLock", "writer_present"]
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +88,54 @@ class WriterLock:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+class FileLock:
+    """An flock on a small file of the store, for a short critical section
+    between processes (``MANIFEST.lock``) or a long one (``COMPACT.lock``).
+    Threads of one process exclude each other too (each opens its own fd).
+    ``acquire(blocking=False)`` returns False when another holder has it."""
+
+    def __init__(self, directory: str, name: str) -> None:
+        self.path = os.path.join(directory, name)
+        self._fd = -1
+
+    def acquire(self, blocking: bool = True) -> bool:
+        try:
+            fd = fileio.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreIOError(f"cannot open a lock file: {_reason(exc)}", self.path, exc.errno or 0) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fileio.close(fd)
+            return False
+        except OSError as exc:
+            fileio.close(fd)
+            raise StoreIOError(f"cannot take a lock: {_reason(exc)}", self.path, exc.errno or 0) from exc
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                fileio.close(fd)
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+def writer_present(directory: str) -> bool:
+    """Does a process (this one included) hold the store's writer lock?"""
+    probe = FileLock(directory, LOCK_NAME)
+    if probe.acquire(blocking=False):
+        probe.release()
+        return False
+    return True

@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from functools import partial
 from itertools import takewhile
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     BlobNotFoundError,
@@ -58,15 +58,18 @@ from .active import ActiveSegment
 from .active_index import Entry
 from .catalog import Catalog, StreamState, check_key
 from .committer import BackgroundFlusher, GroupCommitter
-from .format import MANIFEST_NAME, SEGMENT_EXT, SEGMENT_HEADER_SIZE, RecordType, parse_file_name
-from .lockfile import WriterLock
+from .format import MANIFEST_LOCK_NAME, MANIFEST_NAME, SEGMENT_EXT, SEGMENT_HEADER_SIZE, RecordType, parse_file_name
+from .lockfile import FileLock, WriterLock
 from .manifest import Manifest
 from .options import StoreOptions
 from .reports import Problem, StoreStats, StreamInfo, VerifyReport
 from .segment import LogSegment
 from .verify import known_offsets, verify
 from .version import Sealed, Version, VersionSet
-from .writer import WritePath
+from .writer import WritePath, _manifest_stamp
+
+if TYPE_CHECKING:
+    from .compactor import CompactionReport
 
 __all__ = ["Problem", "Store", "StoreStats", "StreamInfo", "VerifyReport", "open"]
 
@@ -132,12 +135,15 @@ class Store(WritePath):
         opts = self.options
         manifest = recovery.open_manifest(self.path, opts)
         if not opts.readonly and manifest.max_record_bytes < opts.max_record_bytes:
-            manifest.max_record_bytes = opts.max_record_bytes
-            manifest.save(self.path)
+            with FileLock(self.path, MANIFEST_LOCK_NAME):
+                manifest = recovery.open_manifest(self.path, opts)
+                manifest.max_record_bytes = max(manifest.max_record_bytes, opts.max_record_bytes)
+                manifest.save(self.path)
         # Records are read against the largest limit they were ever written with.
         self._read_limit = max(manifest.max_record_bytes, opts.max_record_bytes)
         if not opts.readonly:
             recovery.remove_leftovers(self.path, manifest)
+        self._manifest_seen = _manifest_stamp(self.path)
         loaded = recovery.load(self.path, opts, manifest, self._read_limit)
         self._manifest = manifest
         self._install(loaded.catalog, loaded.sealed, loaded.active)
@@ -159,31 +165,41 @@ class Store(WritePath):
             return
         with self._write_mu:
             self._check_open()
-            manifest = Manifest.load(self.path)
-            if manifest is None:
-                raise CorruptionError("MANIFEST disappeared", self.path)
-            version = self._versions.current
-            act = self._active
-            if manifest.segments == version.segment_ids:
-                seg = act.segment
-                known = len(self._entries)
-                start = self._entries[-1].offset if self._entries else SEGMENT_HEADER_SIZE
-                seg.refresh_size()
-                tail_from = seg.read(start).end if self._entries else start
-                tail, end = seg.recover_tail(tail_from, quiet=True)
-                seg.size = end
-                self._entries.extend(Entry(r.offset, r.seq, r.stream_id, r.count, r.rtype, r.flags)
-                                     for r in tail)
-                with self._mu:
-                    recovery.replay_active(self._catalog, act, self._entries, known)
-                return
-            reuse = {s.segment_id: s for s in version.sealed}
-            loaded = recovery.load(self.path, self.options, manifest, self._read_limit, 0, reuse,
-                                   (act.segment, self._entries))
+            for attempt in range(3):
+                try:
+                    return self._refresh()
+                except CorruptionError as exc:
+                    # A compactor may have replaced and deleted segments between our
+                    # reading the MANIFEST and opening them: read it again.
+                    if attempt == 2 or "is missing" not in str(exc):
+                        raise
+
+    def _refresh(self) -> None:
+        manifest = Manifest.load(self.path)
+        if manifest is None:
+            raise CorruptionError("MANIFEST disappeared", self.path)
+        version = self._versions.current
+        act = self._active
+        if manifest.segments == version.segment_ids:
+            seg = act.segment
+            known = len(self._entries)
+            start = self._entries[-1].offset if self._entries else SEGMENT_HEADER_SIZE
+            seg.refresh_size()
+            tail_from = seg.read(start).end if self._entries else start
+            tail, end = seg.recover_tail(tail_from, quiet=True)
+            seg.size = end
+            self._entries.extend(Entry(r.offset, r.seq, r.stream_id, r.count, r.rtype, r.flags)
+                                 for r in tail)
             with self._mu:
-                self._manifest = manifest
-                self._install(loaded.catalog, loaded.sealed, loaded.active)
-                self._entries = loaded.entries
+                recovery.replay_active(self._catalog, act, self._entries, known)
+            return
+        reuse = {s.segment_id: s for s in version.sealed}
+        loaded = recovery.load(self.path, self.options, manifest, self._read_limit, 0, reuse,
+                               (act.segment, self._entries))
+        with self._mu:
+            self._manifest = manifest
+            self._install(loaded.catalog, loaded.sealed, loaded.active)
+            self._entries = loaded.entries
 
     # ------------------------------------------------------------ read path
     def _stream(self, name: str) -> StreamState:
@@ -393,6 +409,21 @@ class Store(WritePath):
                 segments = known_offsets(version, list(self._active.entry_offs))
                 active_end = version.active.size
             return verify(segments, self._read_limit, active_end)
+
+    def compact(self, **options: Any) -> CompactionReport:
+        """One compaction pass in this (the writer's) process; see
+        :func:`engine.compact`. Readers switch to the new segments when it commits."""
+        from .compactor import Compactor, options_for
+
+        with self._write_mu:
+            self._check_writable()
+        options.setdefault("segment_bytes", self.options.segment_bytes)
+        with Compactor(self.path, options_for(options), on_commit=self._adopt_now) as c:
+            return c.run()
+
+    def _adopt_now(self) -> None:
+        with self._write_mu:
+            self._adopt_manifest()
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
         """A consistent copy of the store as it is now, in the new directory ``dest``,

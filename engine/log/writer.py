@@ -10,6 +10,7 @@ as well, so readers never wait for a write, an fsync or a roll.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,17 +24,18 @@ from ..errors import (
     StoreClosedError,
     StoreFailedError,
 )
-from . import codec, record
+from . import codec, fileio, record, recovery
 from .active import ActiveSegment
 from .active_index import ActiveIndexFile
 from .catalog import Catalog, StreamState, check_key, check_stream_name
 from .committer import GroupCommitter
-from .format import SEGMENT_HEADER_SIZE, RecordType
+from .format import MANIFEST_LOCK_NAME, MANIFEST_NAME, SEGMENT_HEADER_SIZE, RecordType
+from .lockfile import FileLock
 from .manifest import Manifest
 from .options import Durability, StoreOptions
 from .sealed_index import SealedIndex
 from .segment import LogSegment
-from .version import Sealed, VersionSet
+from .version import Sealed, Version, VersionSet
 
 if TYPE_CHECKING:
     from .store import Store
@@ -56,6 +58,15 @@ def _commit_manifest(manifest: Manifest, path: str, **changes: Any) -> None:
 
 
 
+def _manifest_stamp(path: str) -> tuple[int, int, int]:
+    """What changes when the MANIFEST is replaced (it always is, by a rename)."""
+    try:
+        st = fileio.stat(os.path.join(path, MANIFEST_NAME))
+    except FileNotFoundError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class WritePath:
     # Set up by Store.__init__ (see the lock contract there).
     path: str
@@ -73,6 +84,8 @@ class WritePath:
     _versions: VersionSet
     _committer: GroupCommitter
     _read_limit: int
+    _version: Version
+    _manifest_seen: tuple[int, int, int]
 
     def _stream(self, name: str) -> StreamState:
         raise NotImplementedError
@@ -298,6 +311,7 @@ class WritePath:
             lsn = self._lsn_written
         if behind:
             self._committer.wait(lsn)
+        self._maybe_adopt()
         with self._write_mu:
             if not self._closed and self._failed is None:
                 try:
@@ -336,12 +350,16 @@ class WritePath:
             sidx = SealedIndex.load(self.path, sid)
             if sidx is None:
                 raise CorruptionError("sealed index unreadable right after writing it", self.path)
-            manifest = self._manifest
-            new_id = manifest.next_segment_id
-            new_seg = LogSegment.create(self.path, new_id, self._read_limit)      # 3. the next segment
-            new_idx = ActiveIndexFile.create(self.path, new_id)
-            _commit_manifest(manifest, self.path, segments=[*manifest.segments, new_id],   # 4. MANIFEST
-                             next_segment_id=new_id + 1, next_stream_id=self._catalog.next_stream_id)
+            with FileLock(self.path, MANIFEST_LOCK_NAME):             # another process may change it
+                self._adopt_manifest()
+                manifest = self._manifest
+                new_id = manifest.next_segment_id
+                new_seg = LogSegment.create(self.path, new_id, self._read_limit)  # 3. the next segment
+                new_idx = ActiveIndexFile.create(self.path, new_id)
+                _commit_manifest(manifest, self.path, segments=[*manifest.segments, new_id],  # 4. MANIFEST
+                                 next_segment_id=new_id + 1,
+                                 next_stream_id=max(manifest.next_stream_id, self._catalog.next_stream_id))
+                self._manifest_seen = _manifest_stamp(self.path)
         except OSError as exc:
             for f in (new_seg, new_idx):
                 if f is not None:
@@ -358,8 +376,62 @@ class WritePath:
                 st.nbytes -= d.nbytes  # add_sealed counts them again
                 st.add_sealed(old.segment, sidx.ev_seqs, sidx.ev_offs, d.ev_lo, d.ev_n,
                               sidx.bl_hashes, sidx.bl_offs, d.bl_lo, d.bl_n, st.next_seq, d.nbytes)
-            self._install(self._catalog, (*self._versions.current.sealed, Sealed(old.segment, sidx)), new)
+            self._install(self._catalog, (*self._version.sealed, Sealed(old.segment, sidx)), new)
         if old.index is not None:
             old.index.remove()                                        # 6. the stale .idx
         log.info("%s: sealed segment %d, active is now %d", self.path, sid, new_id)
 
+
+    # ------------------------------------------------- segments replaced elsewhere
+    def _maybe_adopt(self) -> None:
+        """Background: switch to segments another process (a compactor) put in the
+        MANIFEST, if it changed since this process last read or wrote it."""
+        if _manifest_stamp(self.path) == self._manifest_seen:
+            return
+        with self._write_mu:
+            if self._closed or self._failed is not None:
+                return
+            try:
+                self._adopt_manifest()
+            except OSError as exc:
+                raise self._fail(exc, "reading segments another process wrote") from exc
+
+    def _adopt_manifest(self) -> None:
+        """Read the MANIFEST; when another process replaced sealed segments, open
+        the new ones and switch readers to them (the replaced ones are deleted
+        once no reader pins them). Caller holds ``_write_mu``."""
+        stamp = _manifest_stamp(self.path)
+        disk = Manifest.load(self.path)
+        if disk is None:
+            raise CorruptionError("the MANIFEST disappeared", self.path)
+        mine = self._manifest
+        self._manifest_seen = stamp
+        if disk.generation == mine.generation and disk.segments == mine.segments:
+            return
+        if disk.segments[-1] != mine.segments[-1] or disk.next_segment_id < mine.next_segment_id:
+            raise CorruptionError("another process changed the active segment of the MANIFEST", self.path)
+        disk.next_stream_id = max(disk.next_stream_id, self._catalog.next_stream_id)
+        disk.max_record_bytes = max(disk.max_record_bytes, mine.max_record_bytes)
+        current = {s.segment_id: s for s in self._version.sealed}
+        sealed: list[Sealed] = []
+        opened: list[LogSegment] = []
+        try:
+            for sid in disk.segments[:-1]:
+                if sid in current:
+                    sealed.append(current[sid])
+                    continue
+                seg = LogSegment.open(self.path, sid, False, self._read_limit)
+                opened.append(seg)
+                sealed.append(Sealed(seg, recovery.load_sealed(self.path, seg, readonly=False)))
+        except BaseException:
+            for seg in opened:
+                seg.close()
+            raise
+        dropped = [sid for sid in current if sid not in disk.segments]
+        with self._mu:
+            self._catalog.rebuild_sealed(sealed)
+            self._manifest = disk
+            self._install(self._catalog, tuple(sealed), self._active, dropped)
+        if dropped:
+            log.info("%s: segments %s were replaced by %s", self.path, dropped,
+                     [s.segment_id for s in sealed if s.segment_id not in current])
