@@ -181,12 +181,15 @@ def _save_state(path: str, doc: dict[str, Any]) -> None:
 class SealedView:
     """The sealed segments a MANIFEST names, opened read-only, and what is dead in them."""
 
-    def __init__(self, path: str, manifest: Manifest, limit: int) -> None:
+    def __init__(self, path: str, manifest: Manifest, limit: int, sealed: list[Sealed] | None = None) -> None:
+        """Opens the sealed segments, or uses ``sealed`` (already open and pinned
+        by the caller, who keeps them: then ``close`` leaves them open)."""
         self.path = path
         self.manifest = manifest
-        self.sealed: list[Sealed] = []
+        self._owned = sealed is None
+        self.sealed: list[Sealed] = list(sealed or [])
         try:
-            for sid in manifest.segments[:-1]:
+            for sid in manifest.segments[:-1] if sealed is None else ():
                 seg = LogSegment.open(path, sid, False, limit)
                 try:
                     idx = recovery.load_sealed(path, seg, readonly=True)
@@ -212,9 +215,10 @@ class SealedView:
         self._keys: dict[tuple[int, int], bytes] = {}
 
     def close(self) -> None:
-        for s in self.sealed:
-            s.index.close()
-            s.segment.close()
+        if self._owned:
+            for s in self.sealed:
+                s.index.close()
+                s.segment.close()
         self.sealed = []
 
     def stream_ids(self, pos: int) -> set[int]:
@@ -422,20 +426,6 @@ class Compactor:
         limit = max(manifest.max_record_bytes, 1 << 20)
         return SealedView(self.path, manifest, limit)
 
-    def analyze(self) -> StoreGarbage:
-        state = _load_state(self.path)
-        set_aside = set(state.get("set_aside", []))
-        view = self._view()
-        try:
-            segs = view.garbage(set_aside)
-            active = view.manifest.segments[-1]
-            size = fileio.stat(segment_path(self.path, active)).st_size
-            segs.append(SegmentGarbage(active, size, size, 0, 0.0, False, False))
-        finally:
-            view.close()
-        last = state.get("last_pass")
-        return StoreGarbage(segs, CompactionReport(**last) if isinstance(last, dict) else None, sorted(set_aside))
-
     # -- a pass -----------------------------------------------------------------
     def run(self, reason: str = "explicit") -> CompactionReport:
         """One pass: plan, check space, reserve ids, copy, commit, delete."""
@@ -579,14 +569,38 @@ def compact(path: str | os.PathLike[str], **options: Any) -> CompactionReport:
 
 
 def analyze(path: str | os.PathLike[str]) -> StoreGarbage:
-    """Garbage per segment, reclaimable bytes and the last pass (for ``stat``)."""
-    path = os.fspath(path)
-    state = _load_state(path)
-    c = Compactor.__new__(Compactor)
-    c.path = os.path.abspath(path)
-    c.options = CompactionOptions()
-    del state
-    return c.analyze()
+    """Garbage per segment (the active one last, never garbage), reclaimable
+    bytes, set-aside segments and the last pass: what ``seglog stat`` shows."""
+    path = os.path.abspath(os.fspath(path))
+    manifest = Manifest.load(path)
+    if manifest is None:
+        raise StoreIOError("no store here (no MANIFEST)", path)
+    view = SealedView(path, manifest, max(manifest.max_record_bytes, 1 << 20))
+    try:
+        garbage = _garbage(view)
+    finally:
+        view.close()
+    active = manifest.segments[-1]
+    size = fileio.stat(segment_path(path, active)).st_size
+    garbage.segments.append(SegmentGarbage(active, size, size, 0, 0.0, False, False))
+    return garbage
+
+
+def store_garbage(path: str, manifest: Manifest, limit: int, sealed: list[Sealed]) -> StoreGarbage:
+    """The same, of sealed segments already open (a store's pinned version)."""
+    view = SealedView(path, manifest, limit, sealed)
+    try:
+        return _garbage(view)
+    finally:
+        view.close()
+
+
+def _garbage(view: SealedView) -> StoreGarbage:
+    state = _load_state(view.path)
+    set_aside = set(state.get("set_aside", []))
+    last = state.get("last_pass")
+    return StoreGarbage(view.garbage(set_aside), CompactionReport(**last) if isinstance(last, dict) else None,
+                        sorted(set_aside))
 
 
 def options_for(options: dict[str, Any]) -> CompactionOptions:
@@ -594,3 +608,4 @@ def options_for(options: dict[str, Any]) -> CompactionOptions:
         return CompactionOptions(**options)
     except TypeError as exc:
         raise InvalidArgumentError(str(exc)) from None
+

@@ -227,6 +227,17 @@ def check_entries(seg: LogSegment, entries: list[Entry]) -> bool:
     return True
 
 
+def follow_active(seg: LogSegment, entries: list[Entry]) -> list[Entry]:
+    """Read-only: the whole records a writer flushed to the active segment after
+    ``entries`` (a record still being written ends the scan, as a torn tail does)."""
+    start = entries[-1].offset if entries else SEGMENT_HEADER_SIZE
+    seg.refresh_size()
+    tail_from = seg.read(start).end if entries else start
+    tail, end = seg.recover_tail(tail_from, quiet=True)
+    seg.size = end
+    return [Entry(r.offset, r.seq, r.stream_id, r.count, r.rtype, r.flags) for r in tail]
+
+
 def replay_active(catalog: Catalog, active: ActiveSegment, entries: list[Entry], first: int = 0) -> None:
     """Account the records of the active segment (``entries[first:]``) in the catalog."""
     seg = active.segment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,14 @@ class StoreStats:
     bytes_written: int
     bytes_synced: int
     fsyncs: int
+    #: Dead bytes in sealed segments: what a compaction pass would give back.
+    reclaimable_bytes: int = 0
+    #: Per sealed segment: (segment id, bytes, garbage ratio).
+    garbage: tuple[tuple[int, int, float], ...] = ()
+    #: The last compaction pass (a ``CompactionReport``), None before the first.
+    last_compaction: Any = None
+    #: Segments the compactor set aside after failing on them repeatedly.
+    set_aside: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,9 @@ from ..errors import (
 )
 from . import fileio, record, recovery
 from .active import ActiveSegment
-from .active_index import Entry
 from .catalog import Catalog, StreamState, check_key
 from .committer import BackgroundFlusher, GroupCommitter
-from .format import MANIFEST_LOCK_NAME, MANIFEST_NAME, SEGMENT_EXT, SEGMENT_HEADER_SIZE, RecordType, parse_file_name
+from .format import MANIFEST_LOCK_NAME, MANIFEST_NAME, SEGMENT_EXT, RecordType, parse_file_name
 from .lockfile import FileLock, WriterLock
 from .manifest import Manifest
 from .options import StoreOptions
@@ -181,15 +180,8 @@ class Store(WritePath):
         version = self._versions.current
         act = self._active
         if manifest.segments == version.segment_ids:
-            seg = act.segment
             known = len(self._entries)
-            start = self._entries[-1].offset if self._entries else SEGMENT_HEADER_SIZE
-            seg.refresh_size()
-            tail_from = seg.read(start).end if self._entries else start
-            tail, end = seg.recover_tail(tail_from, quiet=True)
-            seg.size = end
-            self._entries.extend(Entry(r.offset, r.seq, r.stream_id, r.count, r.rtype, r.flags)
-                                 for r in tail)
+            self._entries.extend(recovery.follow_active(act.segment, self._entries))
             with self._mu:
                 recovery.replay_active(self._catalog, act, self._entries, known)
             return
@@ -370,6 +362,12 @@ class Store(WritePath):
                     for st in sorted(self._streams.values(), key=lambda s: s.name)]
 
     def stats(self) -> StoreStats:
+        """Sizes and counters, and what compaction would reclaim (this reads the
+        sealed indexes, and the header of every superseded blob record)."""
+        from .compactor import store_garbage
+
+        with self.pin() as version:
+            garbage = store_garbage(self.path, self._manifest, self._read_limit, list(version.sealed))
         with self._mu:
             self._check_open()
             segs = self._versions.current.segments()
@@ -382,7 +380,9 @@ class Store(WritePath):
                     disk += fileio.stat(os.path.join(self.path, name)).st_size
         return StoreStats(self.path, self.options.durability.value, len(segs), disk, streams, events,
                           self._manifest.generation, self._lsn_written, self._committer.synced,
-                          self._committer.fsyncs)
+                          self._committer.fsyncs, garbage.reclaimable_bytes,
+                          tuple((g.segment_id, g.size, g.ratio) for g in garbage.segments if g.sealed),
+                          garbage.last_pass, tuple(garbage.set_aside))
 
     def manifest_snapshot(self) -> Manifest:
         """A copy of the manifest as this process knows it (next ids up to date)."""

@@ -299,3 +299,17 @@ def test_a_dropped_stream_around_a_partial_run_still_replays(tmp_path: Path) -> 
         assert [v["i"] for v in reader.scan("live")] == list(range(160))
         assert reader.get_blob("blobs", "k")["i"] == 399
         assert reader.verify().ok
+
+
+def test_stats_show_garbage_and_the_last_pass(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _churn(path, 10)
+    with engine.open(path, segment_bytes=SEG) as store:
+        before = store.stats()
+        assert before.reclaimable_bytes > 0 and before.last_compaction is None
+        assert any(ratio > 0.5 for _sid, _size, ratio in before.garbage)
+        report = store.compact()
+        after = store.stats()
+        assert after.last_compaction == report
+        assert after.reclaimable_bytes < before.reclaimable_bytes / 4
+        assert after.bytes_on_disk < before.bytes_on_disk

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -172,8 +173,8 @@ def test_backup_while_writers_run_is_consistent_and_opens(tmp_path: Path) -> Non
         for t in threads:
             t.start()
         try:
-            while w.stats().segments < 4:
-                pass
+            while len(w._versions.current.sealed) < 3:
+                time.sleep(0.001)
             w.backup(tmp_path / "copy")
         finally:
             stop.set()
