@@ -3,21 +3,29 @@
 Run with ``python -m engine.demo``. Several sessions record commands the way
 the REPL does (an input, twenty steps, a result and a checkpoint with the
 machine state; every third command an LLM call with a 2 KB receipt) while the
-PersistenceManager saves them in the background. It prints the foreground
-cost per command, events/s, bytes on disk next to the size of the states
-recorded, how fast the store reopens and reads back, and the command that
-writes a session as legacy files (``compat``, which the engine does not
-depend on).
+PersistenceManager saves them in the background. Sessions come and go as on a
+session server: now and then one is forked, and one is deleted and replaced
+by a new one. A compactor runs beside it as its own process
+(``python -m engine compact STORE --watch``) and gives back the space of the
+deleted sessions while they record. It prints the foreground cost per command
+(p50, p99, p99.9, max), events/s, bytes on disk at their peak and at the end
+next to the live data, how fast the store reopens and reads back, and the
+command that writes a session as legacy files (``compat``, which the engine
+does not depend on).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -66,68 +74,121 @@ def run_command(session: SessionInstance, state: dict[str, Any], n: int, rng: ra
     session.checkpoint(0, "manual", state)
 
 
-def run(path: str, sessions: int, commands: int) -> dict[str, float]:
+def disk_bytes(path: str) -> int:
+    total = 0
+    for name in os.listdir(path):
+        with contextlib.suppress(FileNotFoundError):  # the compactor removed it meanwhile
+            total += os.path.getsize(os.path.join(path, name))
+    return total
+
+
+def start_compactor(path: str, interval: float) -> subprocess.Popen[str]:
+    """``python -m engine compact STORE --watch``: a process of its own, as in production."""
+    return subprocess.Popen([sys.executable, "-m", "engine", "compact", path, "--watch", "--interval", str(interval)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run(path: str, sessions: int, commands: int, churn_every: int = 4, compact: bool = True
+        ) -> dict[str, Any]:
     rng = random.Random(7)
-    pool = SessionPool(max_size=sessions)
-    pm = PersistenceManager(pool, path, save_interval=0.1, register_atexit=False)
+    pool = SessionPool(max_size=sessions * 2)
+    pm = PersistenceManager(pool, path, save_interval=0.1, register_atexit=False,
+                            store_options={"segment_bytes": 1 << 20})  # small: a short demo seals many
+    compactor = start_compactor(path, 0.5) if compact else None
     states = [initial_state(rng) for _ in range(sessions)]
     insts = [pm.create_session(f"session-{i:03d}") for i in range(sessions)]
     costs: list[int] = []
+    peak = forks = deleted = 0
+    serial = sessions
     t0 = time.perf_counter()
     for n in range(commands):
         for inst, state in zip(insts, states, strict=True):
             c0 = time.perf_counter_ns()
             run_command(inst, state, n, rng)
             costs.append(time.perf_counter_ns() - c0)
+        if n % churn_every == churn_every - 1:
+            slot = (n // churn_every) % sessions
+            if (n // churn_every) % 2:  # fork a session and go on in the fork; the source stays
+                fork = pm.fork(insts[slot].name, f"fork-{serial:04d}", insts[slot].event_count - 1)
+                forks += 1
+            else:  # a session ends: delete it, a new one takes its place
+                pm.delete(insts[slot].name)
+                fork = pm.create_session(f"session-{serial:04d}")
+                states[slot] = initial_state(rng)
+                deleted += 1
+            insts[slot] = fork
+            serial += 1
+            peak = max(peak, disk_bytes(path))
     record_s = time.perf_counter() - t0
     pm.shutdown()
     total_s = time.perf_counter() - t0
+    passes = ""
+    if compactor is not None:
+        time.sleep(1.5)  # one more pass over what the last commands sealed
+        compactor.send_signal(signal.SIGTERM)
+        out, err = compactor.communicate(timeout=60)
+        if compactor.returncode != 0:
+            raise RuntimeError(f"the compactor failed: {err.strip()}")
+        passes = (out.strip().splitlines() or [""])[-1]
+    end_bytes = disk_bytes(path)
     events = sum(i.event_count for i in insts)
     state_bytes = sum(len(codec.pack_value(s)) for s in states) * commands  # roughly, per checkpoint
-    disk = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
     t1 = time.perf_counter()
     pm2 = PersistenceManager(SessionPool(), path, register_atexit=False)
     open_s = time.perf_counter() - t1
     t2 = time.perf_counter()
-    read = sum(len(pm2.events(m["name"])) for m in pm2.list_sessions())
+    live = pm2.list_sessions()
+    read = sum(len(pm2.events(m["name"])) for m in live)
     read_s = time.perf_counter() - t2
     t3 = time.perf_counter()
-    state = pm2.get_state("session-000", pm2.checkpoints("session-000")[-1]["stateId"])
+    last = insts[-1].name
+    state = pm2.get_state(last, pm2.checkpoints(last)[-1]["stateId"])
     state_s = time.perf_counter() - t3
-    assert state == states[0]
+    assert state == states[-1]
+    stats = pm2.store.stats()
     pm2.shutdown()
     costs.sort()
+    q = len(costs)
     return {
         "commands": sessions * commands, "events": events, "record_s": record_s, "total_s": total_s,
-        "p50_us": costs[len(costs) // 2] / 1000, "p99_us": costs[int(len(costs) * 0.99)] / 1000,
-        "mean_us": statistics.fmean(costs) / 1000, "disk": disk, "state_bytes": state_bytes,
-        "open_s": open_s, "read": read, "read_s": read_s, "state_s": state_s,
+        "p50_us": costs[q // 2] / 1000, "p99_us": costs[int(q * 0.99)] / 1000,
+        "p999_us": costs[int(q * 0.999)] / 1000, "max_us": costs[-1] / 1000,
+        "mean_us": statistics.fmean(costs) / 1000, "peak": peak, "disk": end_bytes,
+        "reclaimable": stats.reclaimable_bytes, "state_bytes": state_bytes, "open_s": open_s,
+        "read": read, "read_s": read_s, "state_s": state_s, "live_sessions": len(live),
+        "forks": forks, "deleted": deleted, "passes": passes, "last": last,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="seglog demo: REPL sessions saved in the background")
+    parser = argparse.ArgumentParser(description="seglog demo: REPL sessions saved in the background, "
+                                                 "a compactor process beside them")
     parser.add_argument("--sessions", type=int, default=20)
-    parser.add_argument("--commands", type=int, default=200)
+    parser.add_argument("--commands", type=int, default=400)
+    parser.add_argument("--no-compactor", action="store_true", help="record without the compactor process")
     parser.add_argument("--keep", action="store_true", help="keep the store (to write its sessions as legacy files)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.mkdtemp(prefix="seglog-demo-")
     path = os.path.join(tmp, "store")
-    r = run(path, args.sessions, args.commands)
+    r = run(path, args.sessions, args.commands, compact=not args.no_compactor)
     legacy = os.path.join(tmp, "legacy")
+    mb = 1e6
     lines = [
         f"store:          {path}{'' if args.keep else ' (removed at exit)'}",
-        f"recorded:       {r['commands']:,.0f} commands, {r['events']:,.0f} events in {args.sessions} sessions, "
-        f"{r['record_s']:.2f} s ({r['events'] / r['record_s']:,.0f} events/s, saved in the background)",
-        f"per command:    p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us (input, 20 steps, result, "
-        f"checkpoint; LLM call every third)",
+        f"recorded:       {r['commands']:,.0f} commands, {r['events']:,.0f} events in {args.sessions} sessions "
+        f"at a time, {r['record_s']:.2f} s ({r['events'] / r['record_s']:,.0f} events/s, saved in the background)",
+        f"sessions:       {r['forks']} forked, {r['deleted']} deleted and replaced; {r['live_sessions']} live",
+        f"per command:    p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, p99.9 {r['p999_us']:.0f} us, "
+        f"max {r['max_us'] / 1000:.1f} ms (input, 20 steps, result, checkpoint; LLM call every third)",
         f"shutdown:       all saved after {r['total_s']:.2f} s",
-        f"on disk:        {r['disk'] / 1e6:,.2f} MB for ~{r['state_bytes'] / 1e6:,.0f} MB of checkpoint states "
-        f"recorded ({r['disk'] / r['state_bytes']:.2%})",
+        f"on disk:        peak {r['peak'] / mb:,.1f} MB while recording, {r['disk'] / mb:,.1f} MB at the end, "
+        f"{r['reclaimable'] / mb:,.1f} MB of it still reclaimable; ~{r['state_bytes'] / mb:,.0f} MB of "
+        f"checkpoint states recorded",
+        f"compactor:      {r['passes'] or 'not run (--no-compactor)'}",
         f"reopen:         {r['open_s'] * 1000:.1f} ms; read back {r['read']:,.0f} events in {r['read_s']:.2f} s; "
         f"latest state of a session in {r['state_s'] * 1000:.1f} ms",
-        f"legacy files:   python -m compat materialize {path} {legacy} --session session-000"
+        f"legacy files:   python -m compat materialize {path} {legacy} --session {r['last']}"
         f"{'' if args.keep else ' (with --keep)'}",
     ]
     print("\n".join(lines))
