@@ -10,13 +10,13 @@ from samples import REPO
 
 def _blocks() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    quick = text[text.index("## Quickstart") : text.index("## Durability")]
+    quick = text[text.index("## Quickstart") : text.index("## Durability")]  # the blocks run in order
     return re.findall(r"```python\n(.*?)```", quick, re.S)
 
 
 def test_quickstart_examples_run(tmp_path: Path) -> None:
     blocks = _blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     namespace: dict[str, object] = {"machine_state": {"env": [["x", 10]]}}  # the blocks run in order
     for i, code in enumerate(blocks):
         code = code.replace("/var/lib/repl/store", str(tmp_path / "store"))
