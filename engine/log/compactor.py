@@ -48,6 +48,7 @@ from ..errors import (
     StoreIOError,
 )
 from . import fileio, recovery
+from .active_index import index_path
 from .catalog import StreamState
 from .format import (
     COMPACT_LOCK_NAME,
@@ -63,7 +64,7 @@ from .format import (
 from .lockfile import FileLock, writer_present
 from .manifest import Manifest
 from .sealed_index import SealedIndex, sealed_index_path
-from .segment import LogSegment, segment_path
+from .segment import segment_path
 from .version import Sealed
 
 log = logging.getLogger(__name__)
@@ -187,19 +188,8 @@ class SealedView:
         self.path = path
         self.manifest = manifest
         self._owned = sealed is None
-        self.sealed: list[Sealed] = list(sealed or [])
-        try:
-            for sid in manifest.segments[:-1] if sealed is None else ():
-                seg = LogSegment.open(path, sid, False, limit)
-                try:
-                    idx = recovery.load_sealed(path, seg, readonly=True)
-                except BaseException:
-                    seg.close()
-                    raise
-                self.sealed.append(Sealed(seg, idx))
-        except BaseException:
-            self.close()
-            raise
+        self.sealed: list[Sealed] = list(sealed) if sealed is not None else \
+            recovery.open_sealed(path, manifest.segments[:-1], limit, readonly=True)
         self.dropped: set[int] = set()
         #: The largest stream id any sealed segment mentions.
         self.max_stream_id = 0
@@ -554,7 +544,7 @@ class Compactor:
     def _delete(self, ids: list[int]) -> None:
         """Delete input files no MANIFEST names (only when no writer may still read them)."""
         for sid in ids:
-            for p in (segment_path(self.path, sid), sealed_index_path(self.path, sid)):
+            for p in (segment_path(self.path, sid), sealed_index_path(self.path, sid), index_path(self.path, sid)):
                 fileio.remove(p)
         fileio.fsync_dir(self.path)
 

@@ -11,6 +11,7 @@ another process raises :class:`StoreLockedError`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -29,67 +30,6 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-class WriterLock:
-    """Held for the life of a writable store. Released by release() or process exit."""
-
-    def __init__(self, directory: str) -> None:
-        self.path = os.path.join(directory, LOCK_NAME)
-        self._fd = -1
-        try:
-            fd = fileio.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except IsADirectoryError as exc:
-            raise StoreIOError("cannot take the writer lock: a directory stands where the lock file belongs",
-                               self.path, exc.errno or 0) from exc
-        except OSError as exc:
-            raise StoreIOError(f"cannot open the writer lock: {_reason(exc)}", self.path, exc.errno or 0) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self._holder(fd)
-            fileio.close(fd)
-            who = f" (process {holder})" if holder else ""
-            raise StoreLockedError(f"store {directory} is already open for writing{who}") from None
-        except OSError as exc:
-            fileio.close(fd)
-            raise StoreIOError(f"cannot take the writer lock: {_reason(exc)}", self.path, exc.errno or 0) from exc
-        self._fd = fd
-        # The pid only tells a second writer who holds the lock; the flock is the
-        # lock. On a full disk it may not fit: the lock is held all the same.
-        try:
-            fileio.ftruncate(fd, 0)
-            fileio.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError as exc:
-            log.warning("%s: cannot record the writer's pid: %s", self.path, exc)
-
-    @staticmethod
-    def _holder(fd: int) -> str:
-        """The pid the holder wrote, or "" (best effort: it only goes in a message)."""
-        try:
-            return fileio.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        except OSError:
-            return ""
-
-    @property
-    def held(self) -> bool:
-        return self._fd >= 0
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            # Closing the last descriptor releases the flock anyway; neither call
-            # failing leaves anything to undo.
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            with contextlib.suppress(OSError):
-                fileio.close(fd)
-
-    def __enter__(self) -> WriterLock:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.release()
-
-
 class FileLock:
     """An flock on a small file of the store, for a short critical section
     between processes (``MANIFEST.lock``) or a long one (``COMPACT.lock``).
@@ -98,13 +38,13 @@ class FileLock:
 
     def __init__(self, directory: str, name: str) -> None:
         self.path = os.path.join(directory, name)
-        self._fd = -1
+        self.fd = -1
 
     def acquire(self, blocking: bool = True) -> bool:
         try:
             fd = fileio.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StoreIOError(f"cannot open a lock file: {_reason(exc)}", self.path, exc.errno or 0) from exc
+            raise StoreIOError(f"cannot open the lock file: {_reason(exc)}", self.path, exc.errno or 0) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -113,12 +53,14 @@ class FileLock:
         except OSError as exc:
             fileio.close(fd)
             raise StoreIOError(f"cannot take a lock: {_reason(exc)}", self.path, exc.errno or 0) from exc
-        self._fd = fd
+        self.fd = fd
         return True
 
     def release(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            # Closing the last descriptor releases the flock anyway; neither call
+            # failing leaves anything to undo.
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             with contextlib.suppress(OSError):
@@ -126,6 +68,58 @@ class FileLock:
 
     def __enter__(self) -> FileLock:
         self.acquire()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+class WriterLock:
+    """Held for the life of a writable store. Released by release() or process exit."""
+
+    def __init__(self, directory: str) -> None:
+        self._lock = FileLock(directory, LOCK_NAME)
+        self.path = self._lock.path
+        try:
+            taken = self._lock.acquire(blocking=False)
+        except StoreIOError as exc:
+            if exc.errno == errno.EISDIR:
+                raise StoreIOError("cannot take the writer lock: a directory stands where the lock file belongs",
+                                   self.path, exc.errno) from exc
+            raise
+        if not taken:
+            holder = self._holder()
+            who = f" (process {holder})" if holder else ""
+            raise StoreLockedError(f"store {directory} is already open for writing{who}")
+        # The pid only tells a second writer who holds the lock; the flock is the
+        # lock. On a full disk it may not fit: the lock is held all the same.
+        try:
+            fileio.ftruncate(self._lock.fd, 0)
+            fileio.pwrite(self._lock.fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            log.warning("%s: cannot record the writer's pid: %s", self.path, exc)
+
+    def _holder(self) -> str:
+        """The pid the holder wrote, or "" (best effort: it only goes in a message)."""
+        try:
+            fd = fileio.open(self.path, os.O_RDONLY)
+        except OSError:
+            return ""
+        try:
+            return fileio.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            return ""
+        finally:
+            fileio.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._lock.fd >= 0
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> WriterLock:
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:

@@ -257,6 +257,28 @@ def replay_active(catalog: Catalog, active: ActiveSegment, entries: list[Entry],
             catalog.remove(e.stream_id)
 
 
+def open_sealed(path: str, ids: list[int], limit: int, readonly: bool,
+                reuse: dict[int, Sealed] | None = None) -> list[Sealed]:
+    """The sealed segments ``ids`` with their indexes: those in ``reuse`` as they
+    are, the others opened (and closed again if one of them fails)."""
+    reuse = reuse or {}
+    sealed: list[Sealed] = []
+    opened: list[LogSegment] = []
+    try:
+        for sid in ids:
+            if sid in reuse:
+                sealed.append(reuse[sid])
+                continue
+            seg = LogSegment.open(path, sid, False, limit)
+            opened.append(seg)
+            sealed.append(Sealed(seg, load_sealed(path, seg, readonly)))
+    except BaseException:
+        for seg in opened:
+            seg.close()
+        raise
+    return sealed
+
+
 def load(path: str, opts: StoreOptions, manifest: Manifest, limit: int, start_lsn: int = 0,
          reuse: dict[int, Sealed] | None = None, active: tuple[LogSegment, list[Entry]] | None = None) -> Loaded:
     """Open (or reuse) every segment the manifest names and replay them.
@@ -266,16 +288,9 @@ def load(path: str, opts: StoreOptions, manifest: Manifest, limit: int, start_ls
     """
     readonly = opts.readonly
     reuse = reuse or {}
-    sealed: list[Sealed] = []
-    opened: list[LogSegment] = []
+    sealed = open_sealed(path, manifest.segments[:-1], limit, readonly, reuse)
+    opened = [s.segment for s in sealed if s.segment_id not in reuse]
     try:
-        for sid in manifest.segments[:-1]:
-            if sid in reuse:
-                sealed.append(reuse[sid])
-                continue
-            seg = LogSegment.open(path, sid, False, limit)
-            opened.append(seg)
-            sealed.append(Sealed(seg, load_sealed(path, seg, readonly)))
         active_id = manifest.segments[-1]
         if active is not None and active[0].segment_id == active_id:
             seg, known = active

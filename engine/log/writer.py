@@ -413,20 +413,7 @@ class WritePath:
         disk.next_stream_id = max(disk.next_stream_id, self._catalog.next_stream_id)
         disk.max_record_bytes = max(disk.max_record_bytes, mine.max_record_bytes)
         current = {s.segment_id: s for s in self._version.sealed}
-        sealed: list[Sealed] = []
-        opened: list[LogSegment] = []
-        try:
-            for sid in disk.segments[:-1]:
-                if sid in current:
-                    sealed.append(current[sid])
-                    continue
-                seg = LogSegment.open(self.path, sid, False, self._read_limit)
-                opened.append(seg)
-                sealed.append(Sealed(seg, recovery.load_sealed(self.path, seg, readonly=False)))
-        except BaseException:
-            for seg in opened:
-                seg.close()
-            raise
+        sealed = recovery.open_sealed(self.path, disk.segments[:-1], self._read_limit, False, current)
         dropped = [sid for sid in current if sid not in disk.segments]
         with self._mu:
             self._catalog.rebuild_sealed(sealed)
