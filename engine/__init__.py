@@ -7,6 +7,8 @@ offset index, group commit and crash recovery, and the session layer on top.
 ...     store.get("session-1", seq)
 """
 
+import logging
+
 from .errors import (
     BlobNotFoundError,
     CompactorBusyError,
@@ -80,3 +82,7 @@ __all__ = [
     "compact",
     "open",
 ]
+
+# A library logs, the application decides where that goes: without a handler of
+# its own, seglog's warnings do not reach stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
