@@ -3,10 +3,13 @@
 Nothing else in the session layer (or in compat, which goes through the
 session layer) spells out one of these names.
 
-A session has an internal id ``uid`` (sessions are addressed by uid inside
-the store, so a name can be deleted and used again) and owns two streams:
+A session has an internal id ``uid`` (a hex string: sessions are addressed by
+uid inside the store, so a name can be deleted and used again) and owns two
+streams of its current *generation* ``g`` (``SessionMeta.generation``; 0 for
+every session that was never trimmed):
 
-``ev/<uid>``  its own events (engine seq ``k`` is REPL seq ``base + k``), and the blobs
+``ev/<uid>`` (``ev/<uid>.<g>`` for g >= 1)  its own events (engine seq ``k`` is
+REPL seq ``base + k``), and the blobs
 
     ``state/<stateId>``        a checkpoint state, delta-compressed (``state_codec``),
                                with the seq of its checkpoint
@@ -16,7 +19,15 @@ the store, so a name can be deleted and used again) and owns two streams:
     ``legacy/jsonl``,          an imported session's source bytes, kept when rendering
     ``legacy/index``           its parts does not reproduce them
 
-``cp/<uid>``  one entry per checkpoint: ``{seq, stateId, reason}``
+``cp/<uid>`` (``cp/<uid>.<g>`` for g >= 1)  one entry per checkpoint: ``{seq, stateId, reason}``
+
+A session's generation changes only when the catalog trims a deleted session
+that forks still share (see ``catalog.py``): it copies what the forks can reach
+into the streams of the next generation, switches the meta to them (one
+record) and drops the old ones. A stream owned by a uid whose meta names the
+streams of another generation (or is None) is an orphan, left by a crash in
+that sequence or in a drop, and ``collect()`` drops it (it looks for orphans
+once after opening, and again after a collect that failed part way).
 
 The stream ``catalog`` lists the sessions:
 
@@ -46,28 +57,48 @@ LEGACY_INDEX = "legacy/index"
 
 
 # -- a session's streams ---------------------------------------------------------------
-def ev_stream(uid: str) -> str:
-    """The stream of the session's events, states and receipts."""
-    return _EV + uid
+_GEN = "."  # separates a uid from its generation (uids are hex: never part of a uid)
 
 
-def cp_stream(uid: str) -> str:
-    """The stream of the session's checkpoint entries."""
-    return _CP + uid
+def _named(prefix: str, uid: str, generation: int) -> str:
+    if generation < 0:
+        raise ValueError(f"a generation is never negative, not {generation}")
+    return prefix + uid if generation == 0 else f"{prefix}{uid}{_GEN}{generation}"
 
 
-def session_streams(uid: str) -> tuple[str, str]:
-    """Every stream the session owns."""
-    return ev_stream(uid), cp_stream(uid)
+def ev_stream(uid: str, generation: int = 0) -> str:
+    """The stream of the session's events, states and receipts (of that generation)."""
+    return _named(_EV, uid, generation)
 
 
-def stream_owner(stream: str) -> str | None:
-    """The uid of the session that owns ``stream``, or None (the catalog, a stream
+def cp_stream(uid: str, generation: int = 0) -> str:
+    """The stream of the session's checkpoint entries (of that generation)."""
+    return _named(_CP, uid, generation)
+
+
+def session_streams(uid: str, generation: int = 0) -> tuple[str, str]:
+    """Every stream the session owns in that generation: ``(events, checkpoints)``."""
+    return ev_stream(uid, generation), cp_stream(uid, generation)
+
+
+def stream_generation(stream: str) -> tuple[str, int] | None:
+    """``(uid, generation)`` of a session's stream, or None (the catalog, a stream
     the session layer did not write)."""
     for prefix in (_EV, _CP):
         if stream.startswith(prefix) and len(stream) > len(prefix):
-            return stream[len(prefix):]
+            rest = stream[len(prefix):]
+            uid, sep, tail = rest.rpartition(_GEN)
+            if sep and uid and tail.isdigit() and tail.isascii() and tail[0] != "0":
+                return uid, int(tail)
+            return rest, 0
     return None
+
+
+def stream_owner(stream: str) -> str | None:
+    """The uid of the session that owns ``stream`` (in any generation), or None (the
+    catalog, a stream the session layer did not write)."""
+    found = stream_generation(stream)
+    return found[0] if found is not None else None
 
 
 # -- blobs of a session's event stream -----------------------------------------------
@@ -83,6 +114,28 @@ def receipt_key(key: str) -> str:
 def receipt_version_key(key: str, seq: int) -> str:
     """The blob of the version of receipt ``key`` recorded at ``seq``."""
     return f"{_RECEIPT}{key}@{seq}"
+
+
+def split_receipt_version(name: str) -> tuple[str, int] | None:
+    """``(key, seq)`` when ``name`` (a ``receipt/`` blob key without its prefix) has the
+    form of an earlier version's blob, ``<key>@<seq>``; else None."""
+    key, sep, tail = name.rpartition("@")
+    digits = tail[1:] if tail.startswith("-") else tail
+    if not (sep and key and digits.isdigit() and digits.isascii()) or str(int(tail)) != tail:
+        return None
+    return key, int(tail)
+
+
+def state_keys(keys: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """``(key, state id)`` of the ``state/`` blobs among ``keys``."""
+    return _suffixes(keys, _STATE)
+
+
+def receipt_keys(keys: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """``(key, what follows the prefix)`` of the ``receipt/`` blobs among ``keys``: the
+    receipt key of a last version, ``<key>@<seq>`` of an earlier one (one of the
+    form of ``split_receipt_version`` whose ``<key>`` has a last version too)."""
+    return _suffixes(keys, _RECEIPT)
 
 
 # -- blobs of the catalog stream ------------------------------------------------------

@@ -12,6 +12,12 @@ A stored state is a dict::
 ``format`` is ``"m"`` (``codec.pack_value`` of the state, states recorded through the
 session layer) or ``"j"`` (the state's exact legacy JSON text, for imported
 sessions, so materializing reproduces it byte for byte).
+
+The persister adds ``"s"``, the seq of the state's checkpoint (-1: none). A base
+is an earlier state, looked up by id through the session that reads (so it
+may be a parent's). Stored states are never re-encoded: when the catalog
+trims a deleted session that forks share, it copies the stored dicts as they
+are, together with every state their chains go through (``state_base``).
 """
 
 from __future__ import annotations
@@ -54,6 +60,13 @@ class StateEncoder:
             self.since_keyframe = 0
         self.prev_id, self.prev_raw, self.prev_fmt = state_id, raw, fmt
         return doc
+
+
+def state_base(doc: Any) -> str | None:
+    """The id of the state a stored state is delta-encoded against (None: a keyframe,
+    or not a stored state)."""
+    base = doc.get("b") if isinstance(doc, dict) else None
+    return base if isinstance(base, str) else None
 
 
 def decode_raw(state_id: str, fetch: Callable[[str], Any], max_bytes: int,
