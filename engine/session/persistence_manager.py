@@ -413,7 +413,9 @@ class PersistenceManager:
         return self.fork(source, new_name, head, keep_header=True)
 
     def delete(self, name: str) -> None:
-        """Delete a session. Its data stays while forks share it, and goes with the last one.
+        """Delete a session. What its forks share of it stays (and only that, once
+        it is trimmed: FORMAT.md, "Session streams and trims"); the rest is garbage
+        for the compactor, and all of it goes with the last fork.
 
         A save of it in progress finishes first; the instance refuses new events."""
         check_session_name(name)
