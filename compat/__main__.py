@@ -4,127 +4,458 @@
     python -m compat materialize STORE_DIR OUT_DIR [--session NAME ...]
     python -m compat verify LEGACY_DIR STORE_DIR
 
-Exit status: 0 on success; 1 when some session failed to import or a file did
-not verify; 2 on bad input (with a one-line message).
+The conventions are those of the operator's command line (``engine.cli``): each
+error is one line on stderr, ``compat: error: ...``; the exit statuses are in
+:data:`EPILOG`. Folders are checked before anything is read or written, and
+refused in the user's terms: a legacy directory is the folder that holds
+``sessions/``; a store is a new or empty folder or one holding a MANIFEST,
+never the legacy folder or inside it; materialize never writes into a store.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import NoReturn, TextIO
 
 import engine
-from engine.errors import SeglogError
+from engine.errors import (
+    InvalidArgumentError,
+    InvalidNameError,
+    NotFoundError,
+    SeglogError,
+    StoreClosedError,
+    StoreFailedError,
+)
+from engine.log.format import MANIFEST_NAME
 from engine.session.catalog import SessionCatalog
+from engine.session.schema import check_session_name
 
 from .importer import import_legacy, legacy_names, snapshot_names
-from .materialize import materialize_session, materialize_snapshot, snapshots
+from .materialize import APPENDED, UNCHANGED, WRITTEN, materialize_session, snapshots, write_snapshot
+from .names import SIDECAR_DIR
 from .progress import Progress
 from .verify import verify
 
+__all__ = ["EXIT_FAILURE", "EXIT_NO_STORE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
-def _fail(message: str) -> int:
-    sys.stderr.write(f"compat: error: {message}\n")
-    return 2
+PROG = "compat"
+USAGE_PROG = "python -m compat"
+EXIT_OK = 0
+#: Some session or snapshot failed (the others were done), verify found differences,
+#: a store error, a session asked for that the store does not hold, an interruption.
+EXIT_FAILURE = 1
+#: The command line is wrong, or names a folder that cannot serve as what it stands for.
+EXIT_USAGE = 2
+#: The STORE_DIR of materialize or verify holds no store.
+EXIT_NO_STORE = 3
+
+EPILOG = """\
+exit status:
+  0  success
+  1  runtime failure: a session or snapshot could not be imported or
+     materialized (each is named on stderr; the others are done), verify found
+     files that differ, the store has no session of a --session NAME, a store
+     error (corruption, I/O, locked), interrupted
+  2  usage error: bad command line, or a folder that cannot serve: LEGACY_DIR
+     missing or without sessions/; an import STORE_DIR that is a file, neither
+     empty nor a store, the legacy folder or inside it; an OUT_DIR that is a
+     file, a store, or the store's folder or inside it
+  3  no store: the STORE_DIR of materialize or verify does not exist, is not a
+     directory, or has no MANIFEST
+
+Errors are one line on stderr: "compat: error: <what was wrong>".
+"""
+
+LEGACY_HELP = ("the REPL's session folder: the one that holds sessions/ (and any repl-NAME.json snapshots), "
+               "not sessions/ itself")
+STORE_HELP = "the store's folder (the one holding its MANIFEST)"
+
+log = logging.getLogger(__name__)
 
 
-def _open_readonly(store_dir: str) -> engine.Store:
-    if not os.path.isdir(store_dir):
-        raise SeglogError(f"no store at {store_dir}")
-    return engine.open(store_dir, readonly=True)
+class CliError(Exception):
+    """A failure to report as one line, with the exit status it stands for."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.legacy_dir):
-        return _fail(f"no such directory: {args.legacy_dir}")
+def _plural(count: int, noun: str, plural: str = "") -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {plural or noun + 's'}"
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {' '.join(message.split())}\n")
+
+
+# --------------------------------------------------------------------------- folders
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Is ``path`` strictly inside ``folder``? (both resolved)"""
+    return path != folder and os.path.commonpath([path, folder]) == folder
+
+
+def _creatable(path: str, what: str) -> None:
+    """A path that does not exist yet: its nearest existing ancestor must be a folder."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise CliError(EXIT_USAGE, f"{what} {path} cannot be created: {parent} is a file, not a folder")
+
+
+def check_legacy_dir(path: str) -> None:
+    """LEGACY_DIR must be a folder that holds ``sessions/`` (exit 2)."""
+    expected = "LEGACY_DIR is the folder that holds sessions/"
+    if not os.path.exists(path):
+        raise CliError(EXIT_USAGE, f"no such folder: {path} ({expected})")
+    if not os.path.isdir(path):
+        raise CliError(EXIT_USAGE, f"{path} is a file, not a folder ({expected})")
+    sessions = os.path.join(path, "sessions")
+    if os.path.isdir(sessions):
+        return
+    if os.path.exists(sessions):
+        raise CliError(EXIT_USAGE, f"{sessions} is a file, not a folder ({expected})")
+    try:
+        looks_like_sessions = any(e.endswith((".jsonl", ".index.json")) for e in os.listdir(path))
+    except OSError:
+        looks_like_sessions = False
+    if looks_like_sessions or os.path.basename(os.path.normpath(path)) == "sessions":
+        parent = os.path.dirname(os.path.abspath(path))
+        raise CliError(EXIT_USAGE, f"{path} has no sessions/ folder: it looks like the sessions/ folder itself; "
+                                   f"give the folder that holds it ({parent})")
+    raise CliError(EXIT_USAGE, f"{path} has no sessions/ folder ({expected})")
+
+
+def check_new_store_dir(path: str, legacy_dir: str) -> None:
+    """An import's STORE_DIR: new, empty, or a store; never the legacy folder or inside it (exit 2)."""
+    wanted = "give a new or empty folder, or an existing store"
+    real, legacy = _real(path), _real(legacy_dir)
+    if real == legacy:
+        raise CliError(EXIT_USAGE, f"STORE_DIR {path} is the legacy folder itself; give the store a folder of "
+                                   "its own (a new or empty folder, or an existing store)")
+    if _inside(real, legacy):
+        raise CliError(EXIT_USAGE, f"STORE_DIR {path} is inside the legacy folder {legacy_dir}; give the store a "
+                                   "folder outside it (a new or empty folder, or an existing store)")
+    if not os.path.exists(path):
+        _creatable(path, "STORE_DIR")
+        return
+    if not os.path.isdir(path):
+        raise CliError(EXIT_USAGE, f"STORE_DIR {path} is a file, not a folder; {wanted}")
+    if os.path.isfile(os.path.join(path, MANIFEST_NAME)) or not os.listdir(path):
+        return
+    raise CliError(EXIT_USAGE, f"STORE_DIR {path} is not empty and holds no store (no MANIFEST); {wanted}")
+
+
+def check_store_dir(path: str) -> None:
+    """Refuse a STORE_DIR that holds no store (exit 3)."""
+    if not os.path.exists(path):
+        raise CliError(EXIT_NO_STORE, f"no store at {path} (no such directory)")
+    if not os.path.isdir(path):
+        raise CliError(EXIT_NO_STORE, f"{path} is not a directory")
+    if not os.path.isfile(os.path.join(path, MANIFEST_NAME)):
+        raise CliError(EXIT_NO_STORE, f"no store at {path} (no MANIFEST)")
+
+
+def check_out_dir(path: str, store_dir: str) -> None:
+    """OUT_DIR: a folder (or one that can be created) that is no store and not in STORE_DIR (exit 2)."""
+    real, store = _real(path), _real(store_dir)
+    if real == store:
+        raise CliError(EXIT_USAGE, f"OUT_DIR {path} is the store's folder; write the legacy files to another folder")
+    if _inside(real, store):
+        raise CliError(EXIT_USAGE, f"OUT_DIR {path} is inside the store's folder {store_dir}; write the legacy "
+                                   "files to a folder outside it")
+    if not os.path.exists(path):
+        _creatable(path, "OUT_DIR")
+        return
+    if not os.path.isdir(path):
+        raise CliError(EXIT_USAGE, f"OUT_DIR {path} is a file, not a folder")
+    if os.path.exists(os.path.join(path, MANIFEST_NAME)):
+        raise CliError(EXIT_USAGE, f"OUT_DIR {path} holds a store (a MANIFEST); write the legacy files to "
+                                   "another folder")
+    for sub in ("sessions", "receipts", SIDECAR_DIR):
+        p = os.path.join(path, sub)
+        if os.path.exists(p) and not os.path.isdir(p):
+            raise CliError(EXIT_USAGE, f"{p} is a file; materialize needs {sub}/ there to be a folder")
+
+
+@contextmanager
+def open_readonly(path: str) -> Iterator[engine.Store]:
+    check_store_dir(path)
+    try:
+        store = engine.open(path, readonly=True)
+    except NotFoundError as exc:  # the MANIFEST went between the check and the open
+        raise CliError(EXIT_NO_STORE, str(exc)) from exc
+    with store:
+        yield store
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
+    check_legacy_dir(args.legacy_dir)
+    check_new_store_dir(args.store_dir, args.legacy_dir)
     total = len(legacy_names(args.legacy_dir)) + len(snapshot_names(args.legacy_dir))
     failed = 0
     counts: dict[str, int] = {}
     with engine.open(args.store_dir, compress_events=True) as store:
         catalog = SessionCatalog(store)
         bar = Progress(total, "import")
-        for result in import_legacy(catalog, args.legacy_dir):
-            counts[result.status] = counts.get(result.status, 0) + 1
-            if result.status == "failed":
-                failed += 1
-                sys.stderr.write(f"compat: {result.name}: {result.error}\n")
-            bar.update()
-        bar.close()
-        collected = catalog.collect()
-        del collected
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to import"
-    sys.stdout.write(f"{summary}\n")
-    return 1 if failed else 0
+        try:
+            for result in import_legacy(catalog, args.legacy_dir):
+                counts[result.status] = counts.get(result.status, 0) + 1
+                if result.status == "failed":
+                    failed += 1
+                    what = result.name if result.name.startswith("repl-") else f"session {result.name!r}"
+                    bar.interrupt()
+                    _error(f"{what} not imported: {result.error}")
+                bar.update()
+        finally:
+            bar.close()
+        catalog.collect()
+    summary = ", ".join(f"{n:,} {status}" for status, n in sorted(counts.items())) or "nothing to import"
+    out.write(f"{summary}\n")
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
-def cmd_materialize(args: argparse.Namespace) -> int:
-    with _open_readonly(args.store_dir) as store:
+def _session_names(args: argparse.Namespace, catalog: SessionCatalog) -> list[str]:
+    if not args.session:
+        return catalog.names()
+    names = list(dict.fromkeys(args.session))
+    for name in names:
+        try:
+            check_session_name(name)
+        except InvalidNameError as exc:
+            raise CliError(EXIT_USAGE, f"--session {name!r}: {exc}") from None
+    for name in names:
+        if name not in catalog:
+            raise CliError(EXIT_FAILURE, f"no session named {name!r} in {args.store_dir}")
+    return names
+
+
+#: Errors of the output folder or the store as a whole: no use going on with the next item.
+_FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _fatal(exc: BaseException) -> bool:
+    if isinstance(exc, (StoreFailedError, StoreClosedError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _FATAL_ERRNOS
+
+
+def _counts(kind: str, counts: dict[str, int], total: int) -> str:
+    parts = [f"{counts[s]:,} {label}" for s, label in ((WRITTEN, "written"), (APPENDED, "appended"),
+                                                       (UNCHANGED, "unchanged"), ("failed", "failed"))
+             if counts.get(s)]
+    return _plural(total, kind) + (f" ({', '.join(parts)})" if parts else "")
+
+
+def cmd_materialize(args: argparse.Namespace, out: TextIO) -> int:
+    check_store_dir(args.store_dir)
+    check_out_dir(args.out_dir, args.store_dir)
+    with open_readonly(args.store_dir) as store:
         catalog = SessionCatalog(store)
-        names = args.session if args.session else catalog.names()
-        missing = [n for n in names if n not in catalog]
-        if missing:
-            return _fail(f"no session named {missing[0]!r} in {args.store_dir}")
+        names = _session_names(args, catalog)
         snaps = snapshots(catalog) if not args.session else {}
         bar = Progress(len(names) + len(snaps), "materialize")
-        written = 0
-        for name in names:
+        sessions: dict[str, int] = {}
+        snapshot_counts: dict[str, int] = {}
+
+        def attempt(kind: str, name: str, counts: dict[str, int], work: Callable[[], tuple[str, int]]) -> int:
+            """Do one item; a failure is reported and counted, and the next item goes on."""
+            try:
+                status, nbytes = work()
+            except (SeglogError, OSError) as exc:
+                if _fatal(exc):
+                    raise
+                status, nbytes = "failed", 0
+                bar.interrupt()
+                _error(f"{kind} {name!r} not materialized: {_describe(exc)}")
+            counts[status] = counts.get(status, 0) + 1
+            bar.update()
+            return nbytes
+
+        def session(name: str) -> tuple[str, int]:
             m = materialize_session(catalog, name, args.out_dir)
-            written += m.jsonl_bytes + m.index_bytes
-            bar.update()
-        for name, data in snaps.items():
-            materialize_snapshot(args.out_dir, name, data)
-            written += len(data)
-            bar.update()
-        bar.close()
-    sys.stdout.write(f"{len(names)} sessions, {len(snaps)} snapshots, {written:,} bytes written to {args.out_dir}\n")
-    return 0
+            return m.status, m.bytes_written
+
+        def snapshot(name: str, data: bytes) -> tuple[str, int]:
+            return (WRITTEN, len(data)) if write_snapshot(args.out_dir, name, data) else (UNCHANGED, 0)
+
+        written = 0
+        try:
+            for name in names:
+                written += attempt("session", name, sessions, partial(session, name))
+            for name, data in snaps.items():
+                written += attempt("snapshot", name, snapshot_counts, partial(snapshot, name, data))
+        finally:
+            bar.close()
+    out.write(f"{_counts('session', sessions, len(names))}, {_counts('snapshot', snapshot_counts, len(snaps))}; "
+              f"{_plural(written, 'byte')} written to {args.out_dir}\n")
+    failed = sessions.get("failed", 0) + snapshot_counts.get("failed", 0)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.legacy_dir):
-        return _fail(f"no such directory: {args.legacy_dir}")
-    with _open_readonly(args.store_dir) as store:
+def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    check_legacy_dir(args.legacy_dir)
+    with open_readonly(args.store_dir) as store:
         catalog = SessionCatalog(store)
+        total = len(legacy_names(args.legacy_dir)) + len(snapshot_names(args.legacy_dir))
+        bar = Progress(total, "verify")
         bad = 0
-        for mismatch in verify(catalog, args.legacy_dir):
-            bad += 1
-            sys.stdout.write(f"{mismatch}\n")
+        try:
+            for mismatch in verify(catalog, args.legacy_dir, progress=bar.update):
+                bad += 1
+                bar.interrupt()
+                out.write(f"{mismatch}\n")
+                out.flush()
+        finally:
+            bar.close()
     if bad:
-        sys.stdout.write(f"{bad} file(s) differ\n")
-        return 1
-    sys.stdout.write("all files reproduced byte for byte\n")
-    return 0
+        out.write(f"{_plural(bad, 'file differs', 'files differ')}\n")
+        return EXIT_FAILURE
+    out.write("all files reproduced byte for byte\n")
+    return EXIT_OK
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, SeglogError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return str(exc)
+
+
+# --------------------------------------------------------------------------- the parser
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m compat", description="Legacy session files and seglog stores.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("import", help="import a legacy directory into a store")
-    p.add_argument("legacy_dir")
-    p.add_argument("store_dir")
-    p.set_defaults(func=cmd_import)
-    p = sub.add_parser("materialize", help="write legacy files for sessions of a store")
-    p.add_argument("store_dir")
-    p.add_argument("out_dir")
-    p.add_argument("--session", action="append", metavar="NAME", help="only this session (repeatable)")
-    p.set_defaults(func=cmd_materialize)
-    p = sub.add_parser("verify", help="check that a store reproduces a legacy directory byte for byte")
-    p.add_argument("legacy_dir")
-    p.add_argument("store_dir")
-    p.set_defaults(func=cmd_verify)
+    parser = _Parser(prog=USAGE_PROG, description="Legacy session files and seglog stores: import a REPL's "
+                     "session folder into a store, write it back (materialize), check it byte for byte (verify).",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, func: Callable[[argparse.Namespace, TextIO], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("import", "import a legacy session folder into a store (again: only what changed)", cmd_import)
+    p.add_argument("legacy_dir", metavar="LEGACY_DIR", help=LEGACY_HELP)
+    p.add_argument("store_dir", metavar="STORE_DIR",
+                   help="the store to import into: a new or empty folder (it becomes a store) or an existing "
+                        "store (a folder holding a MANIFEST); not LEGACY_DIR nor a folder inside it")
+    p = command("materialize", "write the legacy files of a store's sessions; files already up to date are "
+                "left alone, grown sessions get their new lines appended", cmd_materialize)
+    p.add_argument("store_dir", metavar="STORE_DIR", help=STORE_HELP)
+    p.add_argument("out_dir", metavar="OUT_DIR",
+                   help="where to write sessions/, receipts/ and repl-NAME.json (created if needed); not a "
+                        "store, nor STORE_DIR or a folder inside it")
+    p.add_argument("--session", action="append", metavar="NAME",
+                   help="only this session (repeatable); a NAME may start with '-': --session -dash and "
+                        "--session=-dash both work")
+    p = command("verify", "check that a store reproduces a legacy session folder byte for byte; exit 1 if "
+                "any file differs", cmd_verify)
+    p.add_argument("legacy_dir", metavar="LEGACY_DIR", help=LEGACY_HELP)
+    p.add_argument("store_dir", metavar="STORE_DIR", help=STORE_HELP)
     return parser
 
 
+def _join_session_values(argv: list[str]) -> list[str]:
+    """``--session -dash`` as ``--session=-dash``: a NAME may start with '-'."""
+    if not argv or argv[0] != "materialize":
+        return argv
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        if arg == "--session" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"--session={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="compat: %(message)s")
-    args = build_parser().parse_args(argv)
+    """Run one command; return the exit status (never raises, never prints a traceback)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.func(args))
-    except (SeglogError, OSError) as exc:
-        return _fail(str(exc))
+        args = build_parser().parse_args(_join_session_values(argv))
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    out = sys.stdout
+    try:
+        code = int(args.func(args, out))
+        out.flush()
+        return code
+    except CliError as exc:
+        _flush_quietly(out)
+        _error(str(exc))
+        return exc.code
+    except InvalidArgumentError as exc:
+        _flush_quietly(out)
+        _error(str(exc))
+        return EXIT_USAGE
+    except SeglogError as exc:
+        _flush_quietly(out)
+        _error(str(exc))
+        return EXIT_FAILURE
+    except BrokenPipeError:  # the reader of our output went away (| head): stop quietly
+        _silence_stdout()
+        return EXIT_FAILURE
+    except OSError as exc:
+        _flush_quietly(out)
+        _error(_describe(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _flush_quietly(out)
+        _error("interrupted")
+        return EXIT_FAILURE
+    except Exception as exc:
+        if os.environ.get("SEGLOG_TRACEBACK"):
+            raise
+        _flush_quietly(out)
+        _error(f"unexpected {type(exc).__name__}: {exc} (SEGLOG_TRACEBACK=1 shows where)")
+        return EXIT_FAILURE
+
+
+def _flush_quietly(out: TextIO) -> None:
+    try:
+        out.flush()
+    except (OSError, ValueError):
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's exit flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -51,9 +51,11 @@ class ImportResult:
 
 
 def legacy_names(legacy_dir: str) -> list[str]:
+    """The session names of ``legacy_dir``, the folder that holds ``sessions/``."""
     sessions = os.path.join(legacy_dir, "sessions")
     if not os.path.isdir(sessions):
-        raise LegacyFormatError("no sessions/ folder", sessions)
+        raise LegacyFormatError("no sessions/ folder (a legacy directory is the folder that holds sessions/)",
+                                legacy_dir)
     names = set()
     for entry in os.listdir(sessions):
         if entry.endswith(".index.json"):
@@ -73,7 +75,7 @@ def import_legacy(catalog: SessionCatalog, legacy_dir: str) -> Iterator[ImportRe
         try:
             yield import_session(catalog, legacy_dir, name)
         except (LegacyFormatError, InvalidNameError, SessionExistsError) as exc:
-            log.warning("not imported: %s", exc)
+            log.info("not imported: %s", exc)
             yield ImportResult(name, "failed", error=str(exc))
     for name in snapshot_names(legacy_dir):
         try:

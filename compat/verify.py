@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from engine.errors import NotFoundError
@@ -47,35 +47,50 @@ def _compare(path: str, expected: bytes, actual: bytes) -> Mismatch | None:
     return Mismatch(path, off, f"legacy file has {len(expected)} bytes, materialized {len(actual)}")
 
 
-def verify(catalog: SessionCatalog, legacy_dir: str) -> Iterator[Mismatch]:
-    """Every file of ``legacy_dir`` that materializing from the store does not reproduce."""
-    sessions = os.path.join(legacy_dir, "sessions")
+def verify(catalog: SessionCatalog, legacy_dir: str,
+           progress: Callable[[], object] | None = None) -> Iterator[Mismatch]:
+    """Every file of ``legacy_dir`` that materializing from the store does not reproduce.
+
+    ``progress`` is called once per session and per snapshot checked."""
     for name in legacy_names(legacy_dir):
-        jsonl_path = os.path.join(sessions, name + ".jsonl")
-        index_path = os.path.join(sessions, name + ".index.json")
-        try:
-            jsonl, index = session_bytes(catalog.persister(name))
-        except NotFoundError:
-            yield Mismatch(jsonl_path, -1, "session is not in the store")
-            continue
-        for path, actual in ((jsonl_path, jsonl), (index_path, index)):
-            try:
-                with open(path, "rb") as f:
-                    expected = f.read()
-            except FileNotFoundError:
-                yield Mismatch(path, -1, "file is missing from the legacy directory")
-                continue
-            m = _compare(path, expected, actual)
-            if m is not None:
-                yield m
+        yield from _check_session(catalog, legacy_dir, name)
+        if progress is not None:
+            progress()
     stored = snapshots(catalog)
     for name in snapshot_names(legacy_dir):
-        path = os.path.join(legacy_dir, f"repl-{name}.json")
-        with open(path, "rb") as f:
-            expected = f.read()
-        if name not in stored:
-            yield Mismatch(path, -1, "snapshot is not in the store")
+        yield from _check_snapshot(stored, legacy_dir, name)
+        if progress is not None:
+            progress()
+
+
+def _check_session(catalog: SessionCatalog, legacy_dir: str, name: str) -> Iterator[Mismatch]:
+    sessions = os.path.join(legacy_dir, "sessions")
+    jsonl_path = os.path.join(sessions, name + ".jsonl")
+    index_path = os.path.join(sessions, name + ".index.json")
+    try:
+        jsonl, index = session_bytes(catalog.persister(name))
+    except NotFoundError:
+        yield Mismatch(jsonl_path, -1, "session is not in the store")
+        return
+    for path, actual in ((jsonl_path, jsonl), (index_path, index)):
+        try:
+            with open(path, "rb") as f:
+                expected = f.read()
+        except FileNotFoundError:
+            yield Mismatch(path, -1, "file is missing from the legacy directory")
             continue
-        m = _compare(path, expected, stored[name])
+        m = _compare(path, expected, actual)
         if m is not None:
             yield m
+
+
+def _check_snapshot(stored: dict[str, bytes], legacy_dir: str, name: str) -> Iterator[Mismatch]:
+    path = os.path.join(legacy_dir, f"repl-{name}.json")
+    with open(path, "rb") as f:
+        expected = f.read()
+    if name not in stored:
+        yield Mismatch(path, -1, "snapshot is not in the store")
+        return
+    m = _compare(path, expected, stored[name])
+    if m is not None:
+        yield m

@@ -272,6 +272,22 @@ def test_files_the_legacy_writer_would_not_write_still_round_trip(tmp_path: Path
     assert materialized(store, "odd", tmp_path / "out") == (jsonl, index)
     assert materialized(store, "current", tmp_path / "out") == ((CH01 / "current.jsonl").read_bytes(), CUR_INDEX)
 
+    # The kept source bytes too: left alone when unchanged, appended to when they grew.
+    out_jsonl, out_index = tmp_path / "out" / "sessions" / "odd.jsonl", tmp_path / "out" / "sessions" / "odd.index.json"
+    stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (out_jsonl, out_index)]
+    with engine.open(store, readonly=True) as st:
+        m = materialize_session(SessionCatalog(st), "odd", str(tmp_path / "out"))
+    assert (m.status, m.bytes_written) == ("unchanged", 0)
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (out_jsonl, out_index)] == stamps
+    longer = jsonl + b'{"seq":12,"ts":1795502436300,"type":"input","code":"(+ 1 1)"}\n'
+    (legacy / "sessions" / "odd.jsonl").write_bytes(longer)
+    assert run_import(store, legacy)["odd"].status == "replaced"
+    with engine.open(store, readonly=True) as st:
+        m = materialize_session(SessionCatalog(st), "odd", str(tmp_path / "out"))
+    assert (m.status, m.bytes_written, m.appended_lines) == ("appended", len(longer) - len(jsonl), 1)
+    assert out_jsonl.read_bytes() == longer and out_jsonl.stat().st_ino == stamps[0][0]
+    assert (out_index.stat().st_ino, out_index.stat().st_mtime_ns) == stamps[1]
+
 
 # --------------------------------------------------------------------------------------------
 # Snapshots

@@ -1,4 +1,5 @@
-"""compat materialize: atomic, incremental, selective, and safe with names.
+"""compat materialize: incremental (files already right are left alone, a grown .jsonl gets
+its new lines appended in place), atomic where it replaces a file, selective, and safe with names.
 
 Sessions are recorded through the session layer; the reference for an incremental
 materialization is a full materialization of the same store into a fresh directory
@@ -94,7 +95,7 @@ def test_materialize_selection_writes_only_the_named_sessions(tmp_path: Path,
     for name in ("a", "b", "c"):
         record(store, name, range(1))
     assert compat_main(["materialize", str(store), str(out), "--session", "c", "--session", "a"]) == 0
-    assert capsys.readouterr().out.startswith("2 sessions, 0 snapshots, ")
+    assert capsys.readouterr().out.startswith("2 sessions (2 written), 0 snapshots; ")
     assert visible(out / "sessions") == ["a.index.json", "a.jsonl", "c.index.json", "c.jsonl"]
 
 
@@ -121,6 +122,82 @@ def test_appended_events_are_materialized_incrementally(tmp_path: Path) -> None:
     third = mat(store, "s", out)
     assert (third.incremental, third.appended_lines) == (True, 0)
     assert files(out, "s") == files(fresh, "s")
+
+
+def _ino(p: Path) -> int | None:
+    return p.stat().st_ino if p.exists() else None
+
+
+def _stamp(p: Path) -> tuple[int, int]:
+    st = p.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_materialize_twice_leaves_unchanged_sessions_alone_and_appends_to_grown_ones(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store, out, fresh = tmp_path / "store", tmp_path / "out", tmp_path / "fresh"
+    for name in ("a", "b", "c"):
+        record(store, name, range(3))
+    assert compat_main(["materialize", str(store), str(out)]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("3 sessions (3 written), 0 snapshots; ")
+    sessions = out / "sessions"
+    before = {p.name: _stamp(p) for p in sessions.iterdir()}
+    old_b = (sessions / "b.jsonl").read_bytes()
+
+    time.sleep(0.05)  # a rewrite would show in st_mtime_ns even on a coarse clock
+    assert compat_main(["materialize", str(store), str(out)]) == 0
+    assert capsys.readouterr().out == f"3 sessions (3 unchanged), 0 snapshots; 0 bytes written to {out}\n"
+    assert {p.name: _stamp(p) for p in sessions.iterdir()} == before
+
+    record(store, "b", range(3, 5), create=False)  # b records more events
+    time.sleep(0.05)
+    assert compat_main(["materialize", str(store), str(out)]) == 0
+    mat(store, "b", fresh)
+    new_b, new_index = files(fresh, "b")
+    grew = len(new_b) - len(old_b) + len(new_index)
+    assert capsys.readouterr().out == \
+        f"3 sessions (1 appended, 2 unchanged), 0 snapshots; {grew:,} bytes written to {out}\n"
+    for name in ("a.jsonl", "a.index.json", "c.jsonl", "c.index.json"):
+        assert _stamp(sessions / name) == before[name], name
+    assert (sessions / "b.jsonl").stat().st_ino == before["b.jsonl"][0]  # appended in place
+    assert files(out, "b") == (new_b, new_index)
+    assert new_b.startswith(old_b) and len(new_b) > len(old_b)
+
+    # And once more: nothing to do.
+    after = {p.name: _stamp(p) for p in sessions.iterdir()}
+    m = mat(store, "b", out)
+    assert (m.status, m.bytes_written, m.incremental, m.appended_lines) == ("unchanged", 0, True, 0)
+    assert {p.name: _stamp(p) for p in sessions.iterdir()} == after
+
+
+def test_an_interrupted_append_is_completed_in_place(tmp_path: Path) -> None:
+    """A writer killed while appending leaves the old lines and part of the new ones; the next
+    run appends the rest to the same file."""
+    store, out, fresh = tmp_path / "store", tmp_path / "out", tmp_path / "fresh"
+    record(store, "s", range(3))
+    mat(store, "s", out)
+    jsonl = out / "sessions" / "s.jsonl"
+    old, ino = jsonl.read_bytes(), jsonl.stat().st_ino
+    record(store, "s", range(3, 6), create=False)
+    mat(store, "s", fresh)
+    new = files(fresh, "s")[0]
+    with jsonl.open("ab") as f:
+        f.write(new[len(old): (len(old) + len(new)) // 2])  # cut inside a line
+    m = mat(store, "s", out)
+    assert (m.status, m.incremental) == ("appended", True)
+    assert jsonl.stat().st_ino == ino and files(out, "s") == files(fresh, "s")
+
+
+def test_a_grown_session_whose_file_shrank_is_rewritten(tmp_path: Path) -> None:
+    store, out, fresh = tmp_path / "store", tmp_path / "out", tmp_path / "fresh"
+    record(store, "s", range(3))
+    mat(store, "s", out)
+    record(store, "s", range(3, 4), create=False)
+    _flip_middle(out / "sessions" / "s.jsonl")
+    m = mat(store, "s", out)
+    mat(store, "s", fresh)
+    assert (m.status, m.incremental) == ("written", False) and files(out, "s") == files(fresh, "s")
 
 
 def _flip_middle(p: Path) -> None:
@@ -162,10 +239,15 @@ def test_tampered_target_is_rewritten_in_full(tamper: str, grow: bool, tmp_path:
     TAMPER[tamper](out / "sessions" / "s.jsonl")
     if grow:
         record(store, "s", range(3, 5), create=False)
+    before = _ino(out / "sessions" / "s.jsonl")
     m = mat(store, "s", out)
     assert not m.incremental
     mat(store, "s", fresh)
     assert files(out, "s") == files(fresh, "s")
+    if tamper in ("truncate-half", "drop-last-line"):  # still a prefix: completed in place
+        assert m.status == "appended" and _ino(out / "sessions" / "s.jsonl") == before
+    else:
+        assert m.status == "written"
 
 
 def test_tampered_index_is_rewritten(tmp_path: Path) -> None:
@@ -227,10 +309,18 @@ def test_temporaries_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
     assert sorted(os.listdir(sessions)) == ["notes.txt.tmp", "s.index.json", "s.jsonl"]
 
 
+def _whole_or_growing(jsonl: bytes, old: bytes, new: bytes) -> bool:
+    """A .jsonl as a reader may see it while ``old`` grows into ``new`` (``old`` a prefix of
+    ``new``): either version whole, or ``old`` followed by part of the new lines."""
+    assert new.startswith(old) and len(new) > len(old)
+    return jsonl in (old, new) or (jsonl.startswith(old) and new.startswith(jsonl))
+
+
 def test_concurrent_writers_of_one_out_dir_take_turns(tmp_path: Path) -> None:
     """Two materializations into the same OUT_DIR (threads here; processes alike) replace the
     same files through the same temporary names, so they take turns: a reader always sees one
-    complete version of each file, and neither writer fails."""
+    complete version of the index and of a replaced .jsonl (or the old .jsonl with some of the
+    new lines appended), and neither writer fails."""
     store_a, store_b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
     record(store_a, "s", range(40), pad=2000)
     shutil.copytree(store_a, store_b)
@@ -239,7 +329,6 @@ def test_concurrent_writers_of_one_out_dir_take_turns(tmp_path: Path) -> None:
     for tag, st in (("A", store_a), ("B", store_b)):
         mat(st, "s", tmp_path / f"ref-{tag}")
         versions[tag] = files(tmp_path / f"ref-{tag}", "s")
-    jsonls = {v[0] for v in versions.values()}
     indexes = {v[1] for v in versions.values()}
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -257,7 +346,8 @@ def test_concurrent_writers_of_one_out_dir_take_turns(tmp_path: Path) -> None:
         sessions = out / "sessions"
         while not stop.is_set():
             j, i = _read_if_there(sessions / "s.jsonl"), _read_if_there(sessions / "s.index.json")
-            if (j is not None and j not in jsonls) or (i is not None and i not in indexes):
+            if (j is not None and not _whole_or_growing(j, versions["A"][0], versions["B"][0])) or (
+                    i is not None and i not in indexes):
                 errors.append(AssertionError("a reader saw a partial file"))
                 return
 
@@ -307,9 +397,9 @@ def test_a_stored_session_with_a_bad_name_is_not_written_anywhere(name: str, tmp
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     with engine.open(store, readonly=True) as st, pytest.raises(engine.InvalidNameError):
         materialize_session(SessionCatalog(st), name, str(out))
-    assert compat_main(["materialize", str(store), str(out)]) == 2
+    assert compat_main(["materialize", str(store), str(out)]) == 1  # reported, the others written
     err = capsys.readouterr().err
-    assert err.startswith("compat: error: ") and err.count("\n") == 1
+    assert err.startswith(f"compat: error: session {name!r} not materialized: ") and err.count("\n") == 1
     after = sorted(str(p) for p in tmp_path.rglob("*") if not str(p).startswith(str(out)))
     assert after == before
     assert not (work.parent / "evil.jsonl").exists() and not Path("/tmp/evil-abs.jsonl").exists()
@@ -317,7 +407,9 @@ def test_a_stored_session_with_a_bad_name_is_not_written_anywhere(name: str, tmp
 
 
 # --------------------------------------------------------------------------------------------
-# Atomicity: SIGKILL a writer that materializes in a loop
+# Atomicity: SIGKILL a writer that materializes in a loop (A, then B: an append in place, then
+# A again: a replacement). The index is always one version whole; the .jsonl is one version
+# whole, or A followed by part of B's new lines (as with the legacy writer, which appended).
 
 
 def record_bulk(store: Path, name: str, rounds: range, create: bool = True) -> None:
@@ -343,7 +435,7 @@ def _read_if_there(p: Path) -> bytes | None:
         return None
 
 
-def test_killed_materialize_leaves_old_or_new_complete_files(tmp_path: Path, crash_rng: random.Random,
+def test_killed_materialize_leaves_whole_files_or_an_append_in_progress(tmp_path: Path, crash_rng: random.Random,
                                                              crash_seed: int, kill_factor: int) -> None:
     store_a, store_b = tmp_path / "a", tmp_path / "b"
     record_bulk(store_a, "big", range(10000))
@@ -353,9 +445,9 @@ def test_killed_materialize_leaves_old_or_new_complete_files(tmp_path: Path, cra
     for tag, st in (("A", store_a), ("B", store_b)):
         mat(st, "big", tmp_path / f"ref-{tag}")
         versions[tag] = files(tmp_path / f"ref-{tag}", "big")
-    jsonls = {versions["A"][0]: "A", versions["B"][0]: "B"}
+    old, new = versions["A"][0], versions["B"][0]
     indexes = {versions["A"][1]: "A", versions["B"][1]: "B"}
-    assert len(jsonls) == len(indexes) == 2
+    assert len(indexes) == 2
 
     out = tmp_path / "out"
     sessions = out / "sessions"
@@ -371,7 +463,8 @@ def test_killed_materialize_leaves_old_or_new_complete_files(tmp_path: Path, cra
             deadline = time.monotonic() + crash_rng.uniform(0.0, 0.4)
             while time.monotonic() < deadline:  # a reader meanwhile sees complete files only
                 j, i = _read_if_there(sessions / "big.jsonl"), _read_if_there(sessions / "big.index.json")
-                assert j in jsonls, f"seed {crash_seed}, kill {kill}: reader saw a partial .jsonl"
+                assert j is not None and _whole_or_growing(j, old, new), \
+                    f"seed {crash_seed}, kill {kill}: reader saw a partial .jsonl"
                 assert i in indexes, f"seed {crash_seed}, kill {kill}: reader saw a partial index"
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
@@ -384,7 +477,8 @@ def test_killed_materialize_leaves_old_or_new_complete_files(tmp_path: Path, cra
                     f.close()
         assert proc.returncode == -signal.SIGKILL
         j, i = (sessions / "big.jsonl").read_bytes(), (sessions / "big.index.json").read_bytes()
-        assert j in jsonls, f"seed {crash_seed}, kill {kill}: .jsonl is neither version ({len(j)} bytes)"
+        assert _whole_or_growing(j, old, new), \
+            f"seed {crash_seed}, kill {kill}: .jsonl is neither version nor on its way ({len(j)} bytes)"
         assert i in indexes, f"seed {crash_seed}, kill {kill}: index is neither version ({len(i)} bytes)"
         assert visible(sessions) == ["big.index.json", "big.jsonl"], os.listdir(sessions)
 
