@@ -70,6 +70,15 @@ class Run(NamedTuple):
     hi: int
 
 
+class SealedRuns(NamedTuple):
+    """A stream's share of the sealed segments (see ``Catalog.sealed_runs``)."""
+
+    runs: list[Run]
+    run_starts: array[int]
+    blob_runs: list[Run]
+    nbytes: int
+
+
 class StreamState:
     __slots__ = (
         "act_blobs",
@@ -206,21 +215,31 @@ class Catalog:
             raise CorruptionError(f"events of stream {st.name!r} start at seq {seq}, expected {st.next_seq} "
                                   f"(the log {what} events)", path, offset)
 
-    def rebuild_sealed(self, sealed: Sequence[tuple[LogSegment, SealedIndex]]) -> None:
-        """Sealed segments were replaced (compaction): point every live stream's
-        sealed runs at ``sealed``, keeping its active-segment state. Which streams
-        live and their seqs do not change (only dead records were dropped)."""
-        for live in self.by_id.values():
-            live.runs, live.run_starts, live.blob_runs = [], array("q"), []
-            live.nbytes = live.act_nbytes
+    def sealed_runs(self, sealed: Sequence[tuple[LogSegment, SealedIndex]]) -> dict[int, SealedRuns]:
+        """Every live stream's sealed runs over ``sealed`` (after a compaction
+        replaced segments), built without changing anything: the caller swaps
+        them in with :meth:`set_sealed_runs` under the catalog lock. Which
+        streams live and their seqs do not change (only dead records went)."""
+        out: dict[int, SealedRuns] = {sid: SealedRuns([], array("q"), [], 0) for sid in self.by_id}
         for seg, idx in sealed:
             for d in idx.streams:
-                st = self.by_id.get(d.stream_id)
-                if st is not None:
-                    keep = st.next_seq
-                    st.add_sealed(seg, idx.ev_seqs, idx.ev_offs, d.ev_lo, d.ev_n,
-                                  idx.bl_hashes, idx.bl_offs, d.bl_lo, d.bl_n, d.next_seq, d.nbytes)
-                    st.next_seq = keep
+                r = out.get(d.stream_id)
+                if r is None:
+                    continue
+                if d.ev_n:
+                    r.runs.append(Run(seg, idx.ev_seqs, idx.ev_offs, d.ev_lo, d.ev_lo + d.ev_n))
+                    r.run_starts.append(idx.ev_seqs[d.ev_lo])
+                if d.bl_n:
+                    r.blob_runs.append(Run(seg, idx.bl_hashes, idx.bl_offs, d.bl_lo, d.bl_lo + d.bl_n))
+                out[d.stream_id] = r._replace(nbytes=r.nbytes + d.nbytes)
+        return out
+
+    def set_sealed_runs(self, plan: dict[int, SealedRuns]) -> None:
+        for sid, r in plan.items():
+            st = self.by_id.get(sid)
+            if st is not None:
+                st.runs, st.run_starts, st.blob_runs = r.runs, r.run_starts, r.blob_runs
+                st.nbytes = r.nbytes + st.act_nbytes
 
     def apply_sealed(self, seg: LogSegment, idx: SealedIndex) -> None:
         """Replay a sealed segment from its index: creates, runs, then drops."""

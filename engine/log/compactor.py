@@ -125,6 +125,9 @@ class CompactionOptions:
     segment_bytes: int = 64 * MiB
     #: Input read rate limit in MiB/s (token bucket); None: unthrottled.
     max_rate_mib: float | None = None
+    #: Also rewrite segments, most garbage first, while the sealed segments hold
+    #: more than this many bytes per live byte (None: only the per-segment ratio).
+    max_space_amplification: float | None = 1.4
     #: Stop adding runs to a pass once it holds this many input bytes.
     max_pass_bytes: int = 1 << 30
     #: Rewrite every sealed segment (an explicit call), whatever its garbage.
@@ -133,6 +136,8 @@ class CompactionOptions:
     def __post_init__(self) -> None:
         if not 0.0 < self.garbage_ratio <= 1.0:
             raise InvalidArgumentError(f"garbage_ratio must be in (0, 1], not {self.garbage_ratio}")
+        if self.max_space_amplification is not None and not self.max_space_amplification > 1:
+            raise InvalidArgumentError(f"max_space_amplification must be above 1, not {self.max_space_amplification}")
         if self.max_rate_mib is not None and not self.max_rate_mib > 0:
             raise InvalidArgumentError(f"max_rate_mib must be positive, not {self.max_rate_mib}")
         if self.segment_bytes < 4096:
@@ -203,6 +208,7 @@ class SealedView:
                 for j in range(d.bl_lo, d.bl_lo + d.bl_n):
                     self.newest_blob[(d.stream_id, idx.bl_hashes[j])] = (pos, idx.bl_offs[j])
         self._keys: dict[tuple[int, int], bytes] = {}
+        self._blob_dead: dict[int, int] = {}  # position -> bytes of superseded blobs
 
     def close(self) -> None:
         if self._owned:
@@ -248,8 +254,10 @@ class SealedView:
         return out
 
     def _dead_bytes(self, pos: int) -> int:
+        """Dead bytes of the segment at ``pos`` if a pass could drop every record of
+        every dropped stream (it can once no earlier segment holds the stream)."""
         idx, seg = self.sealed[pos].index, self.sealed[pos].segment
-        dead = 0
+        dead = blobs = 0
         for d in idx.streams:
             if d.stream_id in self.dropped:
                 dead += d.nbytes
@@ -258,42 +266,98 @@ class SealedView:
                 if self.newest_blob.get((d.stream_id, idx.bl_hashes[j])) != (pos, idx.bl_offs[j]):
                     rec = seg.read(idx.bl_offs[j])
                     if not self.blob_is_live(pos, rec.offset, d.stream_id, rec.seq, rec.blob_key()):
-                        dead += rec.end - rec.offset
-        return dead
+                        blobs += rec.end - rec.offset
+        self._blob_dead[pos] = blobs
+        return dead + blobs
+
+    def dropped_in(self, pos: int) -> set[int]:
+        """Dropped streams with records (or a create) in the segment at ``pos``."""
+        return self.stream_ids(pos) & self.dropped
+
+    def reclaim(self, run: list[int]) -> int:
+        """What rewriting ``run`` gives back exactly: superseded blobs, and the
+        records of dropped streams that no segment before the run holds."""
+        before: set[int] = set()
+        for p in range(run[0]):
+            before |= self.dropped_in(p)
+        total = 0
+        for pos in run:
+            if pos not in self._blob_dead:
+                try:
+                    self._dead_bytes(pos)
+                except CorruptionError:  # let the pass try it: a failure there is counted
+                    self._blob_dead[pos] = self.sealed[pos].segment.size
+            total += self._blob_dead[pos]
+            total += sum(d.nbytes for d in self.sealed[pos].index.streams
+                         if d.stream_id in self.dropped and d.stream_id not in before)
+        return total
+
+    def first_holder(self, sid: int) -> int:
+        """Position of the first segment holding stream ``sid``."""
+        for pos in range(len(self.sealed)):
+            if sid in self.stream_ids(pos):
+                return pos
+        return len(self.sealed)
 
 
 # -------------------------------------------------------------------- planning
 def plan(view: SealedView, opts: CompactionOptions, set_aside: set[int]) -> list[list[int]]:
-    """Runs of positions (in the sealed list) to rewrite, in log order."""
+    """Runs of positions (in the sealed list) to rewrite, in log order.
+
+    A segment is chosen when its garbage ratio reaches ``garbage_ratio``, when it
+    is small next to another small one, or, while the sealed segments hold more
+    garbage than ``max_space_amplification`` allows, by most garbage first. A
+    dropped stream's records go only in a run that starts at or before the first
+    segment holding the stream, so runs reach back that far; a run that would
+    give back nothing (and merges nothing) is left out.
+    """
     small = opts.small_segment_bytes if opts.small_segment_bytes is not None else opts.segment_bytes // 4
     garbage = view.garbage(set_aside)
-    want = []
+    n = len(garbage)
+    usable = [not g.set_aside for g in garbage]
+    want = [False] * n
     for pos, g in enumerate(garbage):
-        if g.set_aside:
-            want.append(False)
-        elif opts.everything or g.ratio >= opts.garbage_ratio:
-            want.append(True)
+        if not usable[pos]:
+            continue
+        if opts.everything or g.ratio >= opts.garbage_ratio:
+            want[pos] = True
         else:
-            neighbours = [p for p in (pos - 1, pos + 1) if 0 <= p < len(garbage) and not garbage[p].set_aside]
-            want.append(g.size < small and any(garbage[p].size < small for p in neighbours))
+            neighbours = [p for p in (pos - 1, pos + 1) if 0 <= p < n and usable[p]]
+            want[pos] = g.size < small and any(garbage[p].size < small for p in neighbours)
+    if opts.max_space_amplification:
+        total = sum(g.size for g in garbage)
+        dead = sum(g.garbage_bytes for p, g in enumerate(garbage) if not want[p])
+        allowed = total * (1 - 1 / opts.max_space_amplification)
+        for pos in sorted(range(n), key=lambda p: -garbage[p].ratio):
+            if dead <= allowed:
+                break
+            if usable[pos] and not want[pos] and garbage[pos].garbage_bytes:
+                want[pos] = True
+                dead -= garbage[pos].garbage_bytes
+    for pos in [p for p in range(n) if want[p]]:
+        for sid in view.dropped_in(pos):
+            first = view.first_holder(sid)
+            if first < pos and all(usable[first:pos]):
+                for p in range(first, pos):
+                    want[p] = True
     runs: list[list[int]] = []
-    for pos, w in enumerate(want):
-        if not w:
+    for pos in range(n):
+        if not want[pos]:
             continue
         if runs and runs[-1][-1] == pos - 1:
             runs[-1].append(pos)
         else:
             runs.append([pos])
-    # A lone segment with no garbage gains nothing from a rewrite.
-    runs = [r for r in runs if len(r) > 1 or garbage[r[0]].garbage_bytes > 0 or opts.everything]
+    merges = [len(r) > 1 and sum(garbage[p].size < small for p in r) > 1 for r in runs]
+    runs = [r for r, m in zip(runs, merges, strict=True) if opts.everything or m or view.reclaim(r) > 0]
     chosen: list[list[int]] = []
-    total = 0
+    budget = 0
     for r in runs:
         size = sum(garbage[p].size for p in r)
-        if chosen and total + size > opts.max_pass_bytes:
+        if chosen and budget + size > opts.max_pass_bytes:
             break
         chosen.append(r)
-        total += size
+        budget += size
     return chosen
 
 

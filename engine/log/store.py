@@ -166,12 +166,14 @@ class Store(WritePath):
             self._check_open()
             for attempt in range(3):
                 try:
-                    return self._refresh()
+                    self._refresh()
+                    break
                 except CorruptionError as exc:
                     # A compactor may have replaced and deleted segments between our
                     # reading the MANIFEST and opening them: read it again.
                     if attempt == 2 or "is missing" not in str(exc):
                         raise
+        self._versions.reap()
 
     def _refresh(self) -> None:
         manifest = Manifest.load(self.path)
@@ -422,8 +424,8 @@ class Store(WritePath):
             return c.run()
 
     def _adopt_now(self) -> None:
-        with self._write_mu:
-            self._adopt_manifest()
+        """Switch to what a compaction just committed (as the background flush would)."""
+        self._maybe_adopt()
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
         """A consistent copy of the store as it is now, in the new directory ``dest``,

@@ -11,8 +11,10 @@ closed, and, in a writer, its files are deleted.
 
 That is the only way a segment file is deleted while the store is open (as
 LevelDB's ``RemoveObsoleteFiles``): a file goes only when it is neither in the
-manifest, nor in a pinned version, nor an output being written. Leftovers of a
-crash are removed at open (see ``recovery``).
+manifest, nor in a pinned version, nor an output being written. The closing
+and deleting happen in :meth:`VersionSet.reap`, never under a store lock (the
+last close of a deleted 64 MiB file frees its blocks, tens of ms). Leftovers
+of a crash are removed at open (see ``recovery``).
 
 Thread safety: ``VersionSet`` has its own lock, ``_mu``, innermost in the
 store's lock order; it guards ``_current``, ``_retired`` and every version's
@@ -107,6 +109,9 @@ class VersionSet:
         self.pending_outputs: set[int] = set()
         #: Segment ids dropped from the manifest: their files go when no version holds them.
         self._dropped: set[int] = set()
+        #: Released, for ``reap``: segments and indexes to close, ids whose files to delete.
+        self._to_close: list[LogSegment | SealedIndex] = []
+        self._to_delete: list[int] = []
 
     @property
     def current(self) -> Version:
@@ -150,8 +155,10 @@ class VersionSet:
         return ids
 
     def _free(self, version: Version) -> None:
-        """Close the segments of a released version that no live version holds;
-        delete the files of those that left the manifest."""
+        """A version was released: queue the segments no live version holds for
+        closing, and the files of those that left the manifest for deletion.
+        Nothing is closed or deleted here (this runs under the store's locks, or
+        in a reader's unpin): :meth:`reap` does it, off every hot path."""
         with self._mu:
             if version.released:
                 return
@@ -160,27 +167,43 @@ class VersionSet:
             held = {id(seg) for v in live for seg in v.segments()}
             held_ids = {i for v in live for i in v.segment_ids}
             gone = [s for s in version.sealed if id(s.segment) not in held]
-            active_gone = id(version.active) not in held
+            if id(version.active) not in held:
+                self._to_close.append(version.active)
+            for s in gone:
+                self._to_close.extend((s.index, s.segment))
             delete = sorted(s.segment_id for s in gone if s.segment_id in self._dropped
                             and s.segment_id not in held_ids)
             self._dropped.difference_update(delete)
-        for s in gone:
-            s.index.close()
-            s.segment.close()
-        if active_gone:
-            version.active.close()
-        if self.delete_files:
-            for sid in delete:
-                self.delete_segment_files(sid)
+            self._to_delete.extend(delete)
 
-    def delete_segment_files(self, segment_id: int) -> None:
+    def reap(self) -> int:
+        """Close and delete what released versions left (a deleted segment file's
+        blocks are freed here: tens of ms for a big one). Called by the writer's
+        background thread, after a switch to replaced segments, by ``refresh`` and
+        at close, never with a store lock held. Returns the files deleted."""
+        with self._mu:
+            to_close, self._to_close = self._to_close, []
+            to_delete, self._to_delete = self._to_delete, []
+        deleted = 0
+        if self.delete_files:
+            for sid in to_delete:
+                deleted += self.delete_segment_files(sid)
+        for f in to_close:
+            f.close()
+        return deleted
+
+    def delete_segment_files(self, segment_id: int) -> int:
+        deleted = 0
         for path in (segment_path(self.directory, segment_id), sealed_index_path(self.directory, segment_id),
                      index_path(self.directory, segment_id)):
             if remove(path):
+                deleted += 1
                 log.info("%s: removed %s", self.directory, path)
+        return deleted
 
     def close(self) -> None:
         """Close every segment of every version (the store is closing)."""
+        self.reap()
         with self._mu:
             versions = [*self._retired, *([self._current] if self._current else [])]
             self._retired = []

@@ -21,6 +21,7 @@ from ..errors import (
     InvalidArgumentError,
     ReadOnlyError,
     RecordTooLargeError,
+    SeglogError,
     StoreClosedError,
     StoreFailedError,
 )
@@ -312,6 +313,7 @@ class WritePath:
         if behind:
             self._committer.wait(lsn)
         self._maybe_adopt()
+        self._versions.reap()
         with self._write_mu:
             if not self._closed and self._failed is None:
                 try:
@@ -385,40 +387,66 @@ class WritePath:
     # ------------------------------------------------- segments replaced elsewhere
     def _maybe_adopt(self) -> None:
         """Background: switch to segments another process (a compactor) put in the
-        MANIFEST, if it changed since this process last read or wrote it."""
+        MANIFEST, if it changed since this process last read or wrote it. The new
+        segments are opened before the writer lock is taken, and what the switch
+        released is closed and deleted after it is let go."""
         if _manifest_stamp(self.path) == self._manifest_seen:
             return
+        disk = Manifest.load(self.path)
+        if disk is None:
+            return
+        current = {s.segment_id: s for s in self._version.sealed}
+        try:
+            ready = recovery.open_sealed(self.path, [i for i in disk.segments[:-1] if i not in current],
+                                         self._read_limit, readonly=False)
+        except (OSError, SeglogError):
+            ready = []  # replaced again meanwhile: the switch below opens what it needs
         with self._write_mu:
             if self._closed or self._failed is not None:
+                for s in ready:
+                    s.index.close()
+                    s.segment.close()
                 return
             try:
-                self._adopt_manifest()
+                self._adopt_manifest({s.segment_id: s for s in ready})
             except OSError as exc:
                 raise self._fail(exc, "reading segments another process wrote") from exc
+        self._versions.reap()
 
-    def _adopt_manifest(self) -> None:
-        """Read the MANIFEST; when another process replaced sealed segments, open
-        the new ones and switch readers to them (the replaced ones are deleted
-        once no reader pins them). Caller holds ``_write_mu``."""
+    def _adopt_manifest(self, ready: dict[int, Sealed] | None = None) -> None:
+        """Read the MANIFEST; when another process replaced sealed segments, switch
+        readers to the new ones (``ready``: opened already). The replaced ones are
+        deleted once no reader pins them. Caller holds ``_write_mu``; the catalog
+        lock is held only to swap prepared runs in."""
+        ready = dict(ready or {})
         stamp = _manifest_stamp(self.path)
         disk = Manifest.load(self.path)
         if disk is None:
             raise CorruptionError("the MANIFEST disappeared", self.path)
         mine = self._manifest
         self._manifest_seen = stamp
-        if disk.generation == mine.generation and disk.segments == mine.segments:
-            return
-        if disk.segments[-1] != mine.segments[-1] or disk.next_segment_id < mine.next_segment_id:
-            raise CorruptionError("another process changed the active segment of the MANIFEST", self.path)
-        disk.next_stream_id = max(disk.next_stream_id, self._catalog.next_stream_id)
-        disk.max_record_bytes = max(disk.max_record_bytes, mine.max_record_bytes)
-        current = {s.segment_id: s for s in self._version.sealed}
-        sealed = recovery.open_sealed(self.path, disk.segments[:-1], self._read_limit, False, current)
-        dropped = [sid for sid in current if sid not in disk.segments]
-        with self._mu:
-            self._catalog.rebuild_sealed(sealed)
-            self._manifest = disk
-            self._install(self._catalog, tuple(sealed), self._active, dropped)
+        try:
+            if disk.generation == mine.generation and disk.segments == mine.segments:
+                return
+            if disk.segments[-1] != mine.segments[-1] or disk.next_segment_id < mine.next_segment_id:
+                raise CorruptionError("another process changed the active segment of the MANIFEST", self.path)
+            disk.next_stream_id = max(disk.next_stream_id, self._catalog.next_stream_id)
+            disk.max_record_bytes = max(disk.max_record_bytes, mine.max_record_bytes)
+            current = {s.segment_id: s for s in self._version.sealed}
+            reuse = {**ready, **current}
+            sealed = recovery.open_sealed(self.path, disk.segments[:-1], self._read_limit, False, reuse)
+            for sid in [i for i in ready if i in disk.segments]:
+                del ready[sid]  # in use now
+            plan = self._catalog.sealed_runs([(s.segment, s.index) for s in sealed])
+            dropped = [sid for sid in current if sid not in disk.segments]
+            with self._mu:
+                self._catalog.set_sealed_runs(plan)
+                self._manifest = disk
+                self._install(self._catalog, tuple(sealed), self._active, dropped)
+        finally:
+            for s in ready.values():  # opened for a MANIFEST that changed again
+                s.index.close()
+                s.segment.close()
         if dropped:
             log.info("%s: segments %s were replaced by %s", self.path, dropped,
                      [s.segment_id for s in sealed if s.segment_id not in current])

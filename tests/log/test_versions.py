@@ -47,6 +47,8 @@ def test_a_replaced_segment_lives_while_a_version_that_holds_it_is_pinned(tmp_pa
     assert two.segment._fd >= 0
     reader.unpin()
     assert v1.released
+    assert two.segment._fd >= 0 and _files(tmp_path, 2), "closed and deleted by reap(), off the reader's path"
+    assert versions.reap() == 2
     assert _files(tmp_path, 2) == set(), "once unpinned, a dropped segment's files go"
     assert two.segment._fd == -1
     # segments the current version holds are neither closed nor deleted
@@ -62,6 +64,7 @@ def test_an_unpinned_version_releases_at_install_and_keeps_shared_segments(tmp_p
     versions.install(versions.make((), active))
     old = versions.current
     versions.install(versions.make((one,), active))  # a roll: nothing dropped
+    versions.reap()
     assert old.released and active._fd >= 0 and one.segment._fd >= 0
     assert _files(tmp_path, 1) and _files(tmp_path, 2)
     versions.close()
@@ -73,6 +76,7 @@ def test_read_only_version_sets_never_delete(tmp_path: Path) -> None:
     versions = VersionSet(str(tmp_path), delete_files=False)
     versions.install(versions.make((one,), active))
     versions.install(versions.make((two,), active), dropped=[1])
+    versions.reap()
     assert _files(tmp_path, 1), "a reader process never deletes the writer's files"
     versions.close()
 
