@@ -6,6 +6,7 @@
     seglog verify STORE_DIR
     seglog backup STORE_DIR DEST
     seglog compact STORE_DIR [--watch] [--interval SECONDS] [--max-rate MIB_PER_S] [--garbage-ratio R]
+                             [--segment-bytes N] [--everything]
 
 Every command but ``compact`` opens the store read-only: it never modifies
 the store and runs beside a writer in another process. Each error is one line
@@ -479,20 +480,33 @@ def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
         options["max_rate_mib"] = args.max_rate
     if args.garbage_ratio is not None:
         options["garbage_ratio"] = args.garbage_ratio
-    passes = reclaimed = 0
+    if args.segment_bytes is not None:
+        options["segment_bytes"] = args.segment_bytes
+    if args.everything:
+        options["everything"] = True
+    passes = reclaimed = failed = 0
     with _StopFlag() as stop:
         while True:
-            report = compact(args.store_dir, **options)
-            passes += 1
-            reclaimed += report.bytes_in - report.bytes_out
-            prefix = f"pass {passes}: " if args.watch else ""
-            out.write(f"{prefix}{describe_pass(report)}\n")
-            out.flush()
+            try:
+                report = compact(args.store_dir, **options)
+            except SeglogError as exc:
+                if not args.watch:
+                    raise
+                # --watch goes on: a segment that keeps failing is set aside (seglog stat)
+                failed += 1
+                _error(f"pass failed: {exc}")
+            else:
+                passes += 1
+                reclaimed += report.bytes_in - report.bytes_out
+                prefix = f"pass {passes}: " if args.watch else ""
+                out.write(f"{prefix}{describe_pass(report)}\n")
+                out.flush()
             if not args.watch or stop.stopped or stop.event.wait(args.interval):
                 break
     if args.watch:
         why = f"stopped by {signal.Signals(stop.signum).name}" if stop.signum else "stopped"
-        out.write(f"{why}: {_plural(passes, 'pass', 'passes')}, {_bytes(reclaimed)} reclaimed\n")
+        failures = f", {_plural(failed, 'failed pass', 'failed passes')}" if failed else ""
+        out.write(f"{why}: {_plural(passes, 'pass', 'passes')}, {_bytes(reclaimed)} reclaimed{failures}\n")
     return EXIT_OK
 
 
@@ -521,6 +535,19 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return _positive_float(text)
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be a positive integer, not 0")
     return value
 
 
@@ -562,8 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true",
                    help="compact again every --interval seconds until SIGTERM or SIGINT (the pass in "
                         "progress finishes first)")
-    p.add_argument("--interval", type=_positive_float, default=10.0, metavar="SECONDS",
-                   help="with --watch: seconds between passes (default: 10)")
+    p.add_argument("--interval", type=_non_negative_float, default=10.0, metavar="SECONDS",
+                   help="with --watch: seconds between passes, 0 for back to back (default: 10)")
+    p.add_argument("--segment-bytes", type=_positive_int, metavar="N",
+                   help="size of the segments written (default: 64 MiB, the store's default)")
+    p.add_argument("--everything", action="store_true",
+                   help="rewrite every sealed segment, whatever its garbage (merges small ones too)")
     p.add_argument("--max-rate", type=_positive_float, metavar="MIB_PER_S",
                    help="read at most this many MiB/s of input segments (default: unthrottled)")
     p.add_argument("--garbage-ratio", type=_ratio, metavar="R",

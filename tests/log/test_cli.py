@@ -303,6 +303,7 @@ def test_compact_options_are_checked(store: Path, capsys: pytest.CaptureFixture[
     for argv, message in ((["--garbage-ratio", "1.5"], "must be more than 0 and at most 1, not 1.5"),
                           (["--garbage-ratio", "0"], "must be a positive number, not 0"),
                           (["--interval", "-1"], "must be a positive number, not -1"),
+                          (["--segment-bytes", "0"], "must be a positive integer, not 0"),
                           (["--max-rate", "fast"], "not a number: 'fast'")):
         code, out, err = run(capsys, "compact", store, *argv)
         assert (code, out) == (2, "")
@@ -416,3 +417,40 @@ def test_compact_watch_ends_cleanly_on_sigterm(store: Path) -> None:
     assert re.fullmatch(r"stopped by SIGTERM: \d+ passes, [\d,]+ bytes( \(.*\))? reclaimed", last), out
     with engine.open(store, readonly=True) as st:
         assert st.verify().ok
+
+
+def test_compact_everything_and_segment_bytes(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "compact", store, "--everything", "--segment-bytes", "65536")
+    assert (code, err) == (0, "")
+    assert out.startswith("segments "), out
+    assert len(segment_ids(store)) == 2, "every sealed segment merged into one of 64 KiB at most, plus the active"
+
+
+def test_compact_watch_goes_on_after_a_failed_pass(store: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def flaky(path: object, **options: object) -> object:
+        calls.append(options)
+        if len(calls) == 1:
+            raise engine.CorruptionError("injected", str(path), 7)
+        if len(calls) == 3:
+            cli_stop.event.set()
+        return engine.compact(path, **options)  # type: ignore[arg-type]
+
+    class Stop(cli._StopFlag):
+        def __init__(self) -> None:
+            super().__init__()
+            global cli_stop
+            cli_stop = self
+
+    monkeypatch.setattr(cli, "_compact_function", lambda: flaky)
+    monkeypatch.setattr(cli, "_StopFlag", Stop)
+    code, out, err = run(capsys, "compact", store, "--watch", "--interval", "0")
+    assert code == 0
+    assert "pass failed: injected" in err
+    assert out.splitlines()[-1].startswith("stopped: 2 passes"), out
+    assert "1 failed pass" in out.splitlines()[-1]
+
+
+cli_stop: cli._StopFlag
