@@ -372,6 +372,8 @@ class OutputSegment:
         self.tmp = self.final + TMP_SUFFIX
         self.fd = fileio.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         self.size = 0
+        self._buf = bytearray()  # written in 1 MiB pieces, not a call per record
+        self._flushed = 0
         self._write(header_with_checksum(SEGMENT_MAGIC, 0, segment_id))
         self.streams: dict[int, StreamState] = {}
         self.creates: dict[int, str] = {}
@@ -379,8 +381,16 @@ class OutputSegment:
         self.records = 0
 
     def _write(self, data: bytes | memoryview) -> None:
-        fileio.write_all(self.fd, data, self.size)
+        self._buf += data
         self.size += len(data)
+        if len(self._buf) >= MiB:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            fileio.write_all(self.fd, self._buf, self._flushed)
+            self._flushed += len(self._buf)
+            self._buf = bytearray()
 
     def add(self, rtype: int, sid: int, seq: int, count: int, data: memoryview, name: str = "") -> None:
         offset = self.size
@@ -399,6 +409,7 @@ class OutputSegment:
     def finish(self) -> None:
         """fsync, rename into place, write its sealed index (the directory is
         fsync'd by the caller, once for all outputs)."""
+        self._flush()
         fileio.fsync(self.fd)
         fileio.close(self.fd)
         self.fd = -1
