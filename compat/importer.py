@@ -29,6 +29,7 @@ from engine.log import codec
 from engine.session.catalog import SessionCatalog
 from engine.session.persister import SessionPersister
 from engine.session.schema import check_session_name
+from engine.session.values import js_numbers
 
 from .materialize import session_bytes
 
@@ -222,17 +223,6 @@ def state_texts(text: str) -> dict[str, str]:
     return out
 
 
-def _storable(value: Any) -> Any:
-    """JavaScript numbers are doubles: integers msgpack cannot hold become floats."""
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_storable(v) for v in value]
-    return value
-
-
 def _state_parts(index: dict[str, Any], texts: dict[str, str]) -> Iterator[tuple[str, str, bytes, int]]:
     """``(state id, format, raw bytes, seq of its checkpoint)`` of every state of the index:
     its exact legacy text when known, else its parsed value."""
@@ -244,7 +234,7 @@ def _state_parts(index: dict[str, Any], texts: dict[str, str]) -> Iterator[tuple
         if text is not None:
             yield state_id, "j", text.encode("utf-8", "surrogatepass"), seq
         else:
-            yield state_id, "m", codec.pack_value(_storable(value)), seq
+            yield state_id, "m", codec.pack_value(js_numbers(value)), seq
 
 
 def _write_session(p: SessionPersister, events: list[dict[str, Any]], index: dict[str, Any],
@@ -252,13 +242,13 @@ def _write_session(p: SessionPersister, events: list[dict[str, Any]], index: dic
     p.put_states(_state_parts(index, texts))
     resp_seq = {e.get("receiptKey"): e["seq"] for e in events if e["type"] == "llm_resp"}
     for key, receipt in index["receipts"].items():
-        p.put_receipt(key, resp_seq.get(key, -1), _storable(receipt))
+        p.put_receipt(key, resp_seq.get(key, -1), js_numbers(receipt))
     for i in range(0, len(events), EVENTS_PER_RECORD):
         chunk = events[i : i + EVENTS_PER_RECORD]
         try:
             p.append_events(chunk)
         except EncodeError:
-            p.append_events(_storable(chunk))
+            p.append_events(js_numbers(chunk))
     cps = [{"seq": e["seq"], "stateId": e.get("stateId"), "reason": e.get("reason")}
            for e in events if e["type"] == "checkpoint"]
     for i in range(0, len(cps), EVENTS_PER_RECORD):

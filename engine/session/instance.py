@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError, RecordTooLargeError, UnknownSessionError
 from ..log import codec
+from . import values
 from .schema import (
     REASONS,
     check_int,
@@ -203,7 +204,7 @@ class SessionInstance:
             raise InvalidArgumentError(f"checkpoint reason must be one of {sorted(REASONS)}, not {reason!r}")
         event = {"seq": 0, "ts": self._ts(ts), "type": "checkpoint", "d": check_int("d", d),
                  "reason": reason, "stateId": ""}
-        raw = codec.pack_value(state)
+        raw = values.pack_value(state)
         self._sized("state", len(raw))
         self._record(event, state=raw)
         return str(event["stateId"])
@@ -223,10 +224,11 @@ class SessionInstance:
         event: dict[str, Any] = {"seq": 0, "ts": ts, "type": "llm_resp", "d": check_int("d", d),
                                  "valuePreview": preview(check_str("valuePreview", value_preview))}
         if tokens is not None:
-            event["tokens"] = tokens
+            tokens = event["tokens"] = values.storable(tokens)
         event["durationMs"] = check_int("durationMs", duration_ms)
         event["receiptKey"] = receipt_key
-        receipt: dict[str, Any] = {"key": receipt_key, "request": request, "response": response,
+        receipt: dict[str, Any] = {"key": receipt_key, "request": values.storable(request),
+                                   "response": values.storable(response),
                                    "timestamp": ts if timestamp is None else check_int("timestamp", timestamp),
                                    "durationMs": duration_ms}
         if tokens is not None:
