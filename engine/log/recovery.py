@@ -272,6 +272,7 @@ def open_sealed(path: str, ids: list[int], limit: int, readonly: bool,
             seg = LogSegment.open(path, sid, False, limit)
             opened.append(seg)
             sealed.append(Sealed(seg, load_sealed(path, seg, readonly)))
+            seg.sealed = True
     except BaseException:
         for seg in opened:
             seg.close()

@@ -1,14 +1,20 @@
 """LogSegment: one segment file, its header, appends, reads and scans.
 
-Data is read with ``pread``, not through a memory map: on kernels that cache
-files in large folios, touching one byte of a mapping can make megabytes
-resident in the process, and a store must not grow its RSS with the data it
-reads. (The offset indexes, which are small, are mapped.)
+Records are read with ``pread``: scans in 1 MiB windows, and the first read of
+a record (which verifies its checksum). Point reads of an event of a sealed
+segment, once its record is verified, slice a read-only map of the segment
+(madvised random, so the kernel reads no more than the pages touched): a
+system call per read is most of a point read's cost. The pages such reads touch
+count in the process's resident memory until the kernel needs them back (they
+are clean file pages); scans never map, so reading a whole store does not grow
+it. The offset indexes are mapped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import mmap
 import os
 import stat
 from array import array
@@ -59,11 +65,14 @@ class LogSegment:
         self._fd = fd
         self.size = size
         self.writable = writable
+        #: Sealed: never written again, so point reads may map it (see ``event``).
+        self.sealed = False
+        self.mapped: mmap.mmap | None = None
         self.max_record_bytes = max_record_bytes
-        # offset -> (stream id, first seq, count, flags, event bounds, payload's file offset)
-        # of verified EVENTS records: records never change once written, so each is
-        # verified once (like a block cache), not on every point read.
-        self._events: dict[int, tuple[int, int, int, int, array[int], int]] = {}
+        #: offset -> (stream id, first seq, count, flags, event bounds, payload's file offset)
+        #: of verified EVENTS records: records never change once written, so each is
+        #: verified once (like a block cache), not on every point read.
+        self.verified: dict[int, tuple[int, int, int, int, array[int], int]] = {}
         # offset -> decompressed view of compressed EVENTS records, the last few.
         self._expanded: dict[int, RecordView] = {}
 
@@ -106,7 +115,11 @@ class LogSegment:
         return cls(path, segment_id, fd, size, writable, max_record_bytes)
 
     def close(self) -> None:
-        self._events.clear()
+        self.verified.clear()
+        if self.mapped is not None:
+            with contextlib.suppress(BufferError):
+                self.mapped.close()
+            self.mapped = None
         if self._fd >= 0:
             fileio.close(self._fd)
             self._fd = -1
@@ -131,7 +144,7 @@ class LogSegment:
         fileio.ftruncate(self._fd, size)
         fileio.fsync(self._fd)
         self.size = size
-        self._events.clear()
+        self.verified.clear()
         self._expanded.clear()
 
     # -- reading --------------------------------------------------------------
@@ -162,7 +175,7 @@ class LogSegment:
     def event(self, offset: int, stream_id: int, seq: int) -> Any:
         """Decode event ``seq`` of ``stream_id`` from the EVENTS record at ``offset``:
         the point-read path, one small ``pread`` once the record is known."""
-        info = self._events.get(offset)
+        info = self.verified.get(offset)
         if info is None:
             info = self._event_info(offset)
         sid, first, count, flags, bounds, region = info
@@ -174,11 +187,32 @@ class LogSegment:
             if flags & FLAG_LZ4:
                 return self.expanded(offset).event(i, self.max_record_bytes)
             return self.read(offset).event(i, self.max_record_bytes)
-        start = bounds[i]
+        start = region + bounds[i]
+        end = region + bounds[i + 1]
+        m = self.mapped
+        if m is None and self.sealed:
+            m = self._map_now()
         try:
-            return _fast_unpack(fileio.pread(self._fd, bounds[i + 1] - start, region + start))
+            if m is not None:
+                return _fast_unpack(m[start:end])
+            return _fast_unpack(fileio.pread(self._fd, end - start, start))
         except Exception as exc:
             raise CorruptionError(f"event {i} does not decode: {exc}", self.path, offset) from exc
+
+    def _map_now(self) -> mmap.mmap | None:
+        """Point reads of a sealed segment slice a read-only map (no system call per
+        read; the kernel is told reads are random, so it does not read ahead).
+        Scans and first reads of a record (which verify its checksum) use pread."""
+        try:
+            m = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            self.sealed = False  # cannot map (an empty or odd file): pread it is
+            return None
+        if hasattr(m, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+            with contextlib.suppress(OSError):
+                m.madvise(mmap.MADV_RANDOM)
+        self.mapped = m
+        return m
 
     def _event_info(self, offset: int) -> tuple[int, int, int, int, array[int], int]:
         """Read and verify an EVENTS record once; keep what point reads need."""
@@ -188,9 +222,9 @@ class LogSegment:
         # Compressed records are decompressed per read (see expanded()); no bounds needed.
         bounds = array("I") if rec.flags & FLAG_LZ4 else rec.bounds(self.max_record_bytes)
         info = (rec.stream_id, rec.seq, rec.count, rec.flags, bounds, offset + HEADER_SIZE)
-        if len(self._events) >= _RECORD_CACHE_LIMIT:
-            self._events.clear()
-        self._events[offset] = info
+        if len(self.verified) >= _RECORD_CACHE_LIMIT:
+            self.verified.clear()
+        self.verified[offset] = info
         return info
 
     def expanded(self, offset: int) -> RecordView:

@@ -370,6 +370,7 @@ class WritePath:
         new = ActiveSegment(new_seg, new_idx, self._lsn_written)
         with self._mu:                                                # 5. readers switch
             old.segment.writable = False
+            old.segment.sealed = True
             live = [s for s in old.streams.values() if s.id in self._catalog.by_id]  # not dropped
             by_id = {d.stream_id: d for d in sidx.streams}
             for st in live:
