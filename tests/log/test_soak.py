@@ -183,6 +183,8 @@ def run_soak(tmp_path: Path, duration: float, seed: int) -> None:
         status = comp.stop()
         assert status == 0, f"compact --watch exited with {status} after SIGTERM:\n{comp.stderr()}"
         assert comp.lines()[-1].startswith("stopped by SIGTERM"), comp.lines()[-3:]
+        assert "failed" not in comp.lines()[-1] and "failed" not in comp.stderr(), \
+            f"compaction passes failed:\n{comp.stderr()}"
         passes = len([ln for ln in comp.lines() if ln.startswith("pass ")])
     model = json.loads(model_path.read_text())
     with engine.open(path, segment_bytes=SEGMENT_BYTES) as store:
