@@ -1,17 +1,35 @@
-"""Summarise a pytest-benchmark JSON of bench/ as a Markdown table.
+"""Summarise pytest-benchmark JSON files of bench/ as Markdown tables, and plot them.
 
-    python bench/report.py bench-small.json [--out report.md] [--strict]
+    python bench/report.py bench-small.json [MORE.json ...] [--out report.md] [--strict]
+    python bench/report.py engine.json session.json compactor.json --plots bench/plots
 
 For each benchmark: median, events/s, the ratio of seglog's rate to each peer
 measured in the same run, and pass/fail against the targets below. ``--strict``
 exits 1 when a target fails (a target whose figures are missing is "n/a" and
-does not fail).
+does not fail). Several files give one report each, in turn.
+
+``--plots DIR`` also writes PNGs (matplotlib, Agg backend; the ``bench`` extra) of
+what the files hold, files of several runs of the same benchmarks pooled:
+
+- ``session_latency_cdf.png``: CDF of the time to record one command
+  (``test_foreground_seglog`` / ``test_foreground_legacy``), log latency axis, one
+  panel per session length. It uses every round's time (``stats.data``, kept by
+  ``--benchmark-json``), else the percentiles in ``extra_info`` as points.
+- ``engine_throughput.png``: events/s (``extra_info["events_per_s"]``) of seglog
+  and each peer present in bulk append, durable appends, random get and scan; a bar
+  is the median over the files, a dot one file.
+- ``compaction_space.png``: bytes on disk over time under churn
+  (``test_space_under_churn``: ``extra_info["series"]``, passes from
+  ``["pass_series"]`` shaded) next to the live bytes, and for each other variant of
+  the benchmark present (a run without a compactor) its bytes on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,8 +122,13 @@ def load(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         info["iqr"] = b["stats"].get("iqr", 0.0)
         info["name"] = b["name"]
         info["group"] = b.get("group") or ""
+        info["_data"] = b["stats"].get("data") or []  # every round's time (s), for the plots
         rows.append(info)
     return doc, rows
+
+
+def _fmt_count(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, (int, float)) else ""
 
 
 def _fmt_time(s: float) -> str:
@@ -139,8 +162,8 @@ def render(doc: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str, bool]:
         if rate and base and r["impl"] != _BASE.get(r["bench"], "seglog"):
             ratio = f"{base / rate:.2f}x"
         out.append(
-            f"| {r['bench']} | {r['impl']} | {r.get('events', ''):,} | {r['rounds']} | {_fmt_time(r['median'])} | "
-            f"{r['iqr'] / r['median']:.0%} | "
+            f"| {r['bench']} | {r['impl']} | {_fmt_count(r.get('events'))} | {r['rounds']} | "
+            f"{_fmt_time(r['median'])} | {r['iqr'] / r['median']:.0%} | "
             f"{f'{rate:,.0f}' if rate else ''} | {ratio} |"
         )
     out += ["", "## Targets", ""]
@@ -194,21 +217,276 @@ def _notes(results: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     return notes
 
 
+# ------------------------------------------------------------------------------ plots
+# Drawn from the rows of every file given (load()), each row tagged with its file's index.
+
+SESSION_P99_TARGET_US = 200.0  # test_session_bench.TARGET_P99_US
+CHURN_TARGET_RATIO = 1.5  # test_compactor_bench: steady-state bytes on disk / live bytes
+
+_THROUGHPUT_BENCHES = [
+    ("bulk_append", "bulk append, batches of 100 events"),
+    ("durable", "durable single-event appends"),
+    ("get", "random get(stream, seq)"),
+    ("scan", "scan one whole stream"),
+]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
+
+
+def _fmt_rate(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M/s"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k/s"
+    return f"{x:.0f}/s"
+
+
+def _runs_note(rows: list[dict[str, Any]]) -> str:
+    files = len({r["_file"] for r in rows})
+    scales = ", ".join(sorted({str(r.get("scale", "?")) for r in rows}))
+    return f"{scales} scale, {files} run{'s' if files != 1 else ''}"
+
+
+def _session_label(r: dict[str, Any]) -> str:
+    impl = str(r["impl"])
+    return f"seglog, {r['pace']}" if impl == "seglog" and r.get("pace") else impl
+
+
+def plot_session_cdf(rows: list[dict[str, Any]], path: str) -> bool:
+    """CDF of the time to record one command, seglog (each pace) vs the legacy writer."""
+    rows = [r for r in rows if r.get("bench") == "session_foreground" and r.get("length")]
+    if not rows:
+        return False
+    plt = _pyplot()
+    lengths = sorted({int(r["length"]) for r in rows})
+    labels = sorted({_session_label(r) for r in rows}, key=lambda s: (not s.startswith("seglog"), s))
+    colors = {lab: f"C{i}" for i, lab in enumerate(labels)}
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.4 * len(lengths) + 0.6, 4.6), sharey=True, squeeze=False)
+    lo, hi = math.inf, 0.0
+    for ax, length in zip(axes[0], lengths, strict=True):
+        at = [r for r in rows if int(r["length"]) == length]
+        for lab in labels:
+            mine = [r for r in at if _session_label(r) == lab]
+            if not mine:
+                continue
+            pooled = sorted(x * 1e6 for r in mine for x in r["_data"])
+            if pooled:  # every round: Hazen plotting positions keep 0 and 1 off the logit axis
+                n = len(pooled)
+                ys = [(i + 0.5) / n for i in range(n)]
+                ax.plot(pooled, ys, color=colors[lab], lw=1.3, label=f"{lab} (n={n:,})")
+                lo, hi = min(lo, pooled[0]), max(hi, pooled[-1])
+                continue
+            for k, r in enumerate(mine):  # only the percentiles: one line of points per run
+                n = int(r.get("samples") or 1000)
+                pts = [(r.get(f"p{q}_us"), y) for q, y in (("50", 0.5), ("90", 0.9), ("99", 0.99), ("999", 0.999))]
+                pts.append((r.get("max_us"), (n - 0.5) / n))
+                pts = [(float(x), y) for x, y in pts if x]
+                if not pts:
+                    continue
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colors[lab], ms=4, lw=0.8,
+                        label=f"{lab} (p50/p90/p99/max)" if k == 0 else None)
+                lo, hi = min(lo, pts[0][0]), max(hi, pts[-1][0])
+        ax.axvline(SESSION_P99_TARGET_US, color="0.4", ls=":", lw=1)
+        ax.axhline(0.99, color="0.4", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("logit")
+        ax.set_title(f"sessions of {length:,} commands")
+        ax.set_xlabel("time to record one command (µs)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7.5, loc="lower right")
+    axes[0][0].set_ylabel("share of commands at most this slow")
+    most = max((len(r["_data"]) or int(r.get("samples") or 1000)) for r in rows)
+    top = 1 - 0.5 / most  # the slowest command's plotting position
+    ticks = [t for t in (0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999) if t <= top]
+    for ax in axes[0]:
+        if hi > 0:
+            ax.set_xlim(lo / 1.3, hi * 1.3)
+        ax.set_ylim(0.005, 1 - 0.3 / most)
+        ax.set_yticks(ticks, [f"{t * 100:g}%" for t in ticks])
+        ax.yaxis.set_minor_locator(plt.NullLocator())
+    note = "" if any(r["impl"] != "seglog" for r in rows) else "; no legacy writer results in the input"
+    fig.suptitle(f"Session layer: cost of recording one command ({_runs_note(rows)}{note}); "
+                 f"dotted: p99 and the {SESSION_P99_TARGET_US:g} µs p99 target", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_engine_throughput(rows: list[dict[str, Any]], path: str) -> bool:
+    """events/s of seglog and the peers, one panel per benchmark."""
+    benches = [(b, title) for b, title in _THROUGHPUT_BENCHES
+               if any(r.get("bench") == b and r.get("events_per_s") for r in rows)]
+    if not benches:
+        return False
+    plt = _pyplot()
+    panels = []
+    for b, title in benches:
+        rates: dict[str, list[float]] = {}
+        for r in rows:
+            if r.get("bench") == b and r.get("events_per_s"):
+                rates.setdefault(str(r["impl"]), []).append(float(r["events_per_s"]))
+        base = _BASE.get(b, "seglog")
+        med = {impl: _median(xs) for impl, xs in rates.items()}
+        order = sorted(rates, key=lambda i: (i != base, not i.startswith("seglog"), -med[i]))
+        panels.append((b, title, base, order, rates, med))
+    heights = [len(p[3]) + 1.2 for p in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.9 + 0.38 * sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (_b, title, base, order, rates, med) in zip(axes[:, 0], panels, strict=True):
+        ys = list(range(len(order)))[::-1]
+        colors = ["C0" if impl.startswith("seglog") else "C7" for impl in order]
+        ax.barh(ys, [med[i] for i in order], color=colors, height=0.6)
+        for y, impl in zip(ys, order, strict=True):
+            if len(rates[impl]) > 1:
+                ax.plot(rates[impl], [y] * len(rates[impl]), "k.", ms=3.5)
+            text = _fmt_rate(med[impl])
+            if impl != base and base in med:
+                text += f"   ({base} {med[base] / med[impl]:.2f}x)"
+            ax.text(max([med[impl], *rates[impl]]) * 1.15, y, text, va="center", fontsize=8)
+        ax.set_yticks(ys, order, fontsize=8.5)
+        ax.set_xscale("log")
+        top = max(max(xs) for xs in rates.values())
+        bottom = min(min(xs) for xs in rates.values())
+        ax.set_xlim(bottom / 4, top * 12)
+        alone = "" if len(order) > 1 else " (no peer results in the input)"
+        ax.set_title(title + alone, fontsize=9.5, loc="left")
+        ax.grid(True, axis="x", which="major", alpha=0.3)
+    axes[-1][0].set_xlabel("events/s (log scale; bar: median of the runs, dot: one run)")
+    used = [r for r in rows if any(r.get("bench") == b for b, _ in benches) and r.get("events_per_s")]
+    fig.suptitle(f"Throughput against the peers ({_runs_note(used)})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_compaction(rows: list[dict[str, Any]], path: str) -> bool:
+    """Bytes on disk over time under churn, with passes shaded, vs live bytes (and vs a
+    run without a compactor when the input has one)."""
+    runs: dict[str, dict[str, Any]] = {}
+    for r in rows:  # the first file holding each variant
+        if r.get("bench") == "space_under_churn" and isinstance(r.get("series"), dict):
+            runs.setdefault(str(r["impl"]), r)
+    if not runs:
+        return False
+    plt = _pyplot()
+    fig, (ax, axr) = plt.subplots(2, 1, figsize=(10, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    order = sorted(runs, key=lambda i: (i != "watch", i))
+    main = runs[order[0]]
+    for k, impl in enumerate(order):
+        r = runs[impl]
+        s = r["series"]
+        t = s["t_s"]
+        disk = [x / MiB for x in s["disk_bytes"]]
+        live = [x / MiB for x in s["live_bytes"]]
+        if impl == "watch":
+            lab = f"on disk, compactor passing every {r.get('interval_s', '?')} s"
+        elif impl in ("none", "off", "without", "no_compactor", "alone"):
+            lab = "on disk, without a compactor"
+        else:
+            lab = f"on disk, {impl}"
+        ax.plot(t, disk, color=f"C{k}", lw=1.2, label=lab)
+        if r is main:
+            ax.plot(t, live, color="k", lw=1.0, label="live (the live streams' bytes)")
+            held = [x / MiB for x in s.get("held_deleted_bytes") or []]
+            if any(held):
+                ax.plot(t, held, color="C3", lw=0.8, label="deleted files still held open")
+        ratio = [(x, d / lv) for x, d, lv in zip(t, s["disk_bytes"], s["live_bytes"], strict=True)
+                 if lv >= 4 * MiB]
+        axr.plot([x for x, _ in ratio], [y for _, y in ratio], color=f"C{k}", lw=1.0)
+    passes = main.get("pass_series") or []
+    for a in (ax, axr):
+        for p in passes:
+            a.axvspan(p[0], p[1], color="C2", alpha=0.18, lw=0)
+    t = main["series"]["t_s"]
+    if t:
+        axr.axvspan(t[-1] / 2, t[-1], color="0.5", alpha=0.08, lw=0)
+        axr.text(t[-1] * 0.51, 0.97, "steady state (2nd half of the run)", fontsize=7.5, va="top", color="0.3",
+                 transform=axr.get_xaxis_transform())
+    axr.axhline(CHURN_TARGET_RATIO, color="0.3", ls=":", lw=1)
+    total = f" of {main['passes_total']}" if main.get("passes_total") else ""
+    ax.plot([], [], color="C2", alpha=0.4, lw=6, label=f"compaction pass with inputs ({len(passes)}{total})")
+    ax.set_ylabel("MiB")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    axr.set_ylabel("on disk / live")
+    axr.set_xlabel("time (s)")
+    axr.grid(True, alpha=0.3)
+    axr.set_ylim(bottom=0.9)
+    figs = (f"steady state {main.get('steady_mean_ratio', '?')}x live on average "
+            f"(target <= {CHURN_TARGET_RATIO:g}x), peak {main.get('peak_disk_bytes', 0) / MiB:,.0f} MiB")
+    without = "" if len(runs) > 1 else "; no run without a compactor in the input"
+    fig.suptitle(f"Bytes on disk under session churn ({_runs_note([main])}{without})\n{figs}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+PLOTS: list[tuple[str, Callable[[list[dict[str, Any]], str], bool]]] = [
+    ("session_latency_cdf.png", plot_session_cdf),
+    ("engine_throughput.png", plot_engine_throughput),
+    ("compaction_space.png", plot_compaction),
+]
+
+
+def write_plots(rows: list[dict[str, Any]], out_dir: str) -> list[str]:
+    """Writes each plot whose figures the rows hold; returns the paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for name, plot in PLOTS:
+        path = os.path.join(out_dir, name)
+        if plot(rows, path):
+            written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("json", help="file written by pytest --benchmark-json")
+    ap.add_argument("json", nargs="+", help="file(s) written by pytest --benchmark-json")
     ap.add_argument("--out", help="also write the Markdown here")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a (non-aim) target fails")
+    ap.add_argument("--plots", metavar="DIR", help="also write PNG plots of the files' figures to DIR")
     args = ap.parse_args(argv)
-    doc, rows = load(args.json)
-    if not rows:
-        print(f"{args.json}: no seglog bench results (was it run with --benchmark-disable?)", file=sys.stderr)
-        return 2
-    text, ok = render(doc, rows)
+    texts, ok, all_rows = [], True, []
+    for k, path in enumerate(args.json):
+        doc, rows = load(path)
+        if not rows:
+            print(f"{path}: no seglog bench results (was it run with --benchmark-disable?)", file=sys.stderr)
+            return 2
+        text, passed = render(doc, rows)
+        texts.append(text)
+        ok = ok and passed
+        all_rows += [{**r, "_file": k} for r in rows]
+    text = "\n".join(texts)
     sys.stdout.write(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
+    if args.plots:
+        try:
+            written = write_plots(all_rows, args.plots)
+        except ImportError as e:
+            print(f"--plots needs matplotlib (the bench extra): {e}", file=sys.stderr)
+            return 2
+        for path in written:
+            print(f"wrote {path}", file=sys.stderr)
+        if not written:
+            print("no figures to plot in the input", file=sys.stderr)
     return 1 if args.strict and not ok else 0
 
 
