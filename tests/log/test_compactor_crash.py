@@ -726,7 +726,8 @@ def test_power_cuts_during_a_pass(tmp_path: Path, zygote: cw.Zygote, template: T
     """The power is cut before a fileio call of a pass (FaultFS in the
     compactor's process: files as a power loss leaves them, torn and garbage
     tails included); everything durable before the pass must be there and the
-    store open clean. Half the cuts land at calls that change files."""
+    store open clean. Half the cuts land at calls that change files (at each
+    stage of the pass alike), the others at any call."""
     base = {"role": "power-pass", "options": PASS, "tear": False, "garbage": False, "cut_seed": 0}
     probe = copy_store(template, tmp_path / "probe")
     status, child = zygote.run(dict(base, root=str(probe.parent), path=str(probe), cut_at=0, trace=True))
@@ -734,11 +735,14 @@ def test_power_cuts_during_a_pass(tmp_path: Path, zygote: cw.Zygote, template: T
     lines = {ln[0]: ln[1:] for ln in child.lines()}
     total = int(lines["DONE"][0])
     calls = {n: (name, stack) for name, n, stack in json.loads(" ".join(lines["TRACE"]))}
-    changing = [n for n, (name, _) in calls.items() if name in (*MUTATING, "open", "ftruncate")]
+    changing: dict[str, list[int]] = {}  # calls that change files, by what the pass does at them
+    for n, (name, stack) in calls.items():
+        if name in (*MUTATING, "ftruncate"):
+            changing.setdefault(power_step(stack), []).append(n)
     rng = random.Random(crash_seed)
     cuts = []
     for i in range(POWER_CUTS * kill_factor):
-        n = rng.choice(changing) if i % 2 else rng.randint(1, total)
+        n = rng.choice(changing[rng.choice(sorted(changing))]) if i % 2 else rng.randint(1, total)
         tear = rng.random() < 0.6
         cuts.append((i, n, tear, tear and rng.random() < 0.5, rng.getrandbits(32)))
     stats: Counter[str] = Counter()
