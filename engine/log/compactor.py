@@ -469,8 +469,13 @@ class Compactor:
 
     def _release_stale_reservations(self) -> None:
         """Reservations are this compactor's (it holds COMPACT.lock): any left are
-        from a pass that died. Remove their files, then forget them."""
+        from a pass that died. Remove their files, then forget them. With no
+        writer, also remove what a pass killed after its commit left: inputs no
+        MANIFEST names (a writer removes those itself, once none of its readers
+        pins them)."""
         with self._manifest() as manifest:
+            if not writer_present(self.path):
+                recovery.remove_leftovers(self.path, manifest)
             if not manifest.reserved:
                 return
             for first, end in manifest.reserved:

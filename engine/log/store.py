@@ -132,17 +132,21 @@ class Store(WritePath):
 
     def _load(self) -> None:
         opts = self.options
-        manifest = recovery.open_manifest(self.path, opts)
-        if not opts.readonly and manifest.max_record_bytes < opts.max_record_bytes:
+        if opts.readonly:
+            manifest = recovery.open_manifest(self.path, opts)
+            self._manifest_seen = _manifest_stamp(self.path)
+        else:
+            # Under MANIFEST.lock: a compactor reserving ids or committing meanwhile
+            # would otherwise see its outputs (or its MANIFEST.tmp) removed as leftovers.
             with FileLock(self.path, MANIFEST_LOCK_NAME):
                 manifest = recovery.open_manifest(self.path, opts)
-                manifest.max_record_bytes = max(manifest.max_record_bytes, opts.max_record_bytes)
-                manifest.save(self.path)
+                if manifest.max_record_bytes < opts.max_record_bytes:
+                    manifest.max_record_bytes = opts.max_record_bytes
+                    manifest.save(self.path)
+                recovery.remove_leftovers(self.path, manifest)
+                self._manifest_seen = _manifest_stamp(self.path)
         # Records are read against the largest limit they were ever written with.
         self._read_limit = max(manifest.max_record_bytes, opts.max_record_bytes)
-        if not opts.readonly:
-            recovery.remove_leftovers(self.path, manifest)
-        self._manifest_seen = _manifest_stamp(self.path)
         loaded = recovery.load(self.path, opts, manifest, self._read_limit)
         self._manifest = manifest
         self._install(loaded.catalog, loaded.sealed, loaded.active)

@@ -423,14 +423,12 @@ def test_sigkill_at_every_step_of_a_pass(tmp_path: Path, zygote: cw.Zygote, temp
     assert {"reserved", "output_tmp", "output_in_place", "input_left", "manifest_tmp"} <= set(left), left
 
 
-@pytest.mark.xfail(strict=True, reason="the inputs of a run committed by a pass killed before deleting them are "
-                   "removed only by a writable open (recovery.remove_leftovers, as FORMAT.md says): a later pass "
-                   "leaves them, so on a store no writer opens their space never comes back")
 def test_a_pass_killed_after_its_commit_leaves_no_orphans_for_the_next_pass(tmp_path: Path, zygote: cw.Zygote,
                                                                               template: Template) -> None:
     """A pass killed between the commit of a run and the deletion of its inputs,
     on a store no writer holds: the next pass (no writable open in between)
-    must not leave the inputs behind for ever."""
+    must not leave the inputs behind for ever (it removes what no MANIFEST
+    names when no writer holds the store)."""
     path = copy_store(template, tmp_path / "case")
     crash = {"call": "rename", "match": "MANIFEST.tmp", "nth": 2, "when": "after"}
     status, child = zygote.run({"role": "pass", "path": str(path), "options": PASS, "crash": crash})
@@ -506,49 +504,44 @@ def last_ack(child: cw.Child) -> int:
     return last
 
 
-# Where the pass waits while the writer opens: its outputs renamed into place
-# (the commit not begun), or its commit written as MANIFEST.tmp (not renamed).
+# Where the pass waits while a writer opens: its outputs renamed into place (the
+# commit not begun), or its commit being written as MANIFEST.tmp (MANIFEST.lock
+# held: the writer's open waits for it).
 OPEN_RACE = [
-    pytest.param({"call": "open", "match": "MANIFEST.tmp", "nth": 2}, id="outputs-in-place", marks=pytest.mark.xfail(
-        strict=True, reason="a writer's open removes leftovers (recovery.remove_leftovers) by a MANIFEST it read "
-        "before the pass reserved its ids, without MANIFEST.lock: it deletes the pass's renamed outputs, which "
-        "the pass then commits; the writer fails adopting them and the next open finds a listed segment missing "
-        "(after removing the inputs as leftovers): every record of the run is lost")),
-    pytest.param({"call": "rename", "match": "MANIFEST.tmp", "nth": 2}, id="commit-written", marks=pytest.mark.xfail(
-        strict=True, reason="a writer's open removes every *.tmp without MANIFEST.lock, the MANIFEST.tmp of the "
-        "pass's commit included: the commit's rename fails with ENOENT and the pass fails (StoreIOError)")),
+    pytest.param({"call": "open", "match": "MANIFEST.tmp", "nth": 2}, id="outputs-in-place"),
+    pytest.param({"call": "rename", "match": "MANIFEST.tmp", "nth": 2}, id="commit-written"),
 ]
 
 
 @pytest.mark.parametrize("pause", OPEN_RACE)
 def test_a_writer_opening_during_a_pass(tmp_path: Path, zygote: cw.Zygote, template: Template,
                                         pause: dict[str, Any]) -> None:
-    """A writer process opens the store while a compactor process is in a pass:
-    it reads the MANIFEST before the pass reserves its segment ids, and removes
-    the leftovers of earlier crashes once the pass has written its outputs.
-    The pass must commit, and the store keep every record."""
+    """A writer process opens the store while a compactor process is in a pass
+    (its ids reserved, its outputs written): the open's leftover removal (under
+    MANIFEST.lock) spares the reserved outputs and the pass's MANIFEST.tmp. The
+    pass must commit, the writer pick it up, and the store keep every record.
+    (Before open took MANIFEST.lock, it deleted the outputs: every record of the
+    run was lost.)"""
     seed = 3
     path = copy_store(template, tmp_path / "case")
-    go_writer, go_compactor = tmp_path / "go-writer", tmp_path / "go-compactor"
-    writer = zygote.start({"role": "write", "path": str(path), "seed": seed, "prefix": "w", "start": 0,
-                           "churn": False, "segment_bytes": SEG, "pace": 0.003, "flush_interval": 0.05,
-                           "crash": {"call": "listdir", "nth": 1, "when": "pause-before", "go": str(go_writer)}})
-    comp = None
+    go_compactor = tmp_path / "go-compactor"
+    comp = zygote.start({"role": "pass", "path": str(path), "options": PASS,
+                         "crash": dict(pause, when="pause-before", go=str(go_compactor))})
+    writer = None
     try:
-        writer.wait_for("PAUSED")  # in open(): the MANIFEST read, the leftovers not yet removed
-        comp = zygote.start({"role": "pass", "path": str(path), "options": PASS,
-                             "crash": dict(pause, when="pause-before", go=str(go_compactor))})
         comp.wait_for("PAUSED")
-        go_writer.touch()
-        writer.wait_for("A", count=5)
+        writer = zygote.start({"role": "write", "path": str(path), "seed": seed, "prefix": "w", "start": 0,
+                               "churn": False, "segment_bytes": SEG, "pace": 0.003, "flush_interval": 0.05})
+        time.sleep(0.5)  # the writer opens now (or waits for MANIFEST.lock)
         go_compactor.touch()
         status = comp.wait(60)
+        writer.wait_for("A", count=5)
         time.sleep(0.3)  # the writer picks the commit up
         errors = writer.errors()
     finally:
-        writer.kill()
-        if comp is not None:
-            comp.kill()
+        if writer is not None:
+            writer.kill()
+        comp.kill()
     assert status == 0, f"the pass failed:\n{comp.stderr()}"
     last = last_ack(writer)
     with engine.open(path, segment_bytes=SEG) as store:
@@ -562,9 +555,10 @@ KILLS = 100  # per kill_factor, over all chains
 CHAINS = 2
 VICTIMS = ("compactor", "writer", "both")
 LOOP = {"segment_bytes": SEG, "garbage_ratio": 0.3}
-#: A writable open must not race a pass (see test_a_writer_opening_during_a_pass):
-#: the test holds COMPACT.lock through each one, so that no pass runs meanwhile.
-KNOWN_OPEN_RACE = True
+#: Hold COMPACT.lock through each writable open of the campaign (no pass runs
+#: meanwhile). Off: a writable open takes MANIFEST.lock, so it may race a pass
+#: (see test_a_writer_opening_during_a_pass).
+KNOWN_OPEN_RACE = False
 
 
 class Chain:
