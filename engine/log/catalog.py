@@ -215,23 +215,45 @@ class Catalog:
             raise CorruptionError(f"events of stream {st.name!r} start at seq {seq}, expected {st.next_seq} "
                                   f"(the log {what} events)", path, offset)
 
-    def sealed_runs(self, sealed: Sequence[tuple[LogSegment, SealedIndex]]) -> dict[int, SealedRuns]:
-        """Every live stream's sealed runs over ``sealed`` (after a compaction
-        replaced segments), built without changing anything: the caller swaps
-        them in with :meth:`set_sealed_runs` under the catalog lock. Which
-        streams live and their seqs do not change (only dead records went)."""
-        out: dict[int, SealedRuns] = {sid: SealedRuns([], array("q"), [], 0) for sid in self.by_id}
-        for seg, idx in sealed:
+    def sealed_runs(self, sealed: Sequence[tuple[LogSegment, SealedIndex]],
+                    removed: Sequence[tuple[LogSegment, SealedIndex]],
+                    new: Sequence[tuple[LogSegment, SealedIndex]]) -> dict[int, SealedRuns]:
+        """The sealed runs of the streams a compaction touched, once the ``removed``
+        segments are replaced by the ``new`` ones and ``sealed`` is the whole new
+        list: built without
+        changing anything (the caller swaps them in with :meth:`set_sealed_runs`
+        under the catalog lock). Streams with nothing in the removed or the new
+        segments keep their runs as they are. Which streams live and their seqs
+        do not change (only dead records went). Caller holds the writer lock."""
+        gone = {id(seg) for seg, _ in removed}
+        position = {id(seg): i for i, (seg, _) in enumerate(sealed)}
+        nbytes: dict[int, int] = {}
+        for _seg, idx in removed:
             for d in idx.streams:
-                r = out.get(d.stream_id)
-                if r is None:
-                    continue
-                if d.ev_n:
-                    r.runs.append(Run(seg, idx.ev_seqs, idx.ev_offs, d.ev_lo, d.ev_lo + d.ev_n))
-                    r.run_starts.append(idx.ev_seqs[d.ev_lo])
-                if d.bl_n:
-                    r.blob_runs.append(Run(seg, idx.bl_hashes, idx.bl_offs, d.bl_lo, d.bl_lo + d.bl_n))
-                out[d.stream_id] = r._replace(nbytes=r.nbytes + d.nbytes)
+                nbytes[d.stream_id] = nbytes.get(d.stream_id, 0) - d.nbytes
+        added: dict[int, list[tuple[Run | None, Run | None]]] = {}
+        for seg, idx in new:
+            for d in idx.streams:
+                nbytes[d.stream_id] = nbytes.get(d.stream_id, 0) + d.nbytes
+                ev = Run(seg, idx.ev_seqs, idx.ev_offs, d.ev_lo, d.ev_lo + d.ev_n) if d.ev_n else None
+                bl = Run(seg, idx.bl_hashes, idx.bl_offs, d.bl_lo, d.bl_lo + d.bl_n) if d.bl_n else None
+                added.setdefault(d.stream_id, []).append((ev, bl))
+        out: dict[int, SealedRuns] = {}
+        for sid, delta in nbytes.items():
+            st = self.by_id.get(sid)
+            if st is None:
+                continue
+            runs = [r for r in st.runs if id(r.segment) not in gone]
+            blob_runs = [r for r in st.blob_runs if id(r.segment) not in gone]
+            for ev, bl in added.get(sid, ()):
+                if ev is not None:
+                    runs.append(ev)
+                if bl is not None:
+                    blob_runs.append(bl)
+            runs.sort(key=lambda r: position[id(r.segment)])
+            blob_runs.sort(key=lambda r: position[id(r.segment)])
+            starts = array("q", [r.keys[r.lo] for r in runs])
+            out[sid] = SealedRuns(runs, starts, blob_runs, st.nbytes - st.act_nbytes + delta)
         return out
 
     def set_sealed_runs(self, plan: dict[int, SealedRuns]) -> None:

@@ -125,9 +125,10 @@ class CompactionOptions:
     segment_bytes: int = 64 * MiB
     #: Input read rate limit in MiB/s (token bucket); None: unthrottled.
     max_rate_mib: float | None = None
-    #: Also rewrite segments, most garbage first, while the sealed segments hold
-    #: more than this many bytes per live byte (None: only the per-segment ratio).
-    max_space_amplification: float | None = 1.4
+    #: Also rewrite segments, most garbage first, while the sealed segments would
+    #: still hold more than this many bytes per live byte after the pass (None:
+    #: only the per-segment ratio).
+    max_space_amplification: float | None = 1.1
     #: Stop adding runs to a pass once it holds this many input bytes.
     max_pass_bytes: int = 1 << 30
     #: Rewrite every sealed segment (an explicit call), whatever its garbage.
@@ -209,6 +210,8 @@ class SealedView:
                     self.newest_blob[(d.stream_id, idx.bl_hashes[j])] = (pos, idx.bl_offs[j])
         self._keys: dict[tuple[int, int], bytes] = {}
         self._blob_dead: dict[int, int] = {}  # position -> bytes of superseded blobs
+        self._ids: dict[int, set[int]] = {}  # position -> stream ids it holds
+        self._first: dict[int, int] | None = None  # stream id -> first position holding it
 
     def close(self) -> None:
         if self._owned:
@@ -219,8 +222,11 @@ class SealedView:
 
     def stream_ids(self, pos: int) -> set[int]:
         """Stream ids with a record or a create in the segment at ``pos``."""
-        idx = self.sealed[pos].index
-        return {d.stream_id for d in idx.streams} | set(idx.meta.creates)
+        ids = self._ids.get(pos)
+        if ids is None:
+            idx = self.sealed[pos].index
+            ids = self._ids[pos] = {d.stream_id for d in idx.streams} | set(idx.meta.creates)
+        return ids
 
     def _newest_key(self, sid: int, h: int) -> bytes:
         where = self.newest_blob[(sid, h)]
@@ -294,10 +300,12 @@ class SealedView:
 
     def first_holder(self, sid: int) -> int:
         """Position of the first segment holding stream ``sid``."""
-        for pos in range(len(self.sealed)):
-            if sid in self.stream_ids(pos):
-                return pos
-        return len(self.sealed)
+        if self._first is None:
+            self._first = {}
+            for pos in range(len(self.sealed)):
+                for held in self.stream_ids(pos):
+                    self._first.setdefault(held, pos)
+        return self._first.get(sid, len(self.sealed))
 
 
 # -------------------------------------------------------------------- planning
@@ -326,8 +334,9 @@ def plan(view: SealedView, opts: CompactionOptions, set_aside: set[int]) -> list
             want[pos] = g.size < small and any(garbage[p].size < small for p in neighbours)
     if opts.max_space_amplification:
         total = sum(g.size for g in garbage)
+        live = total - sum(g.garbage_bytes for g in garbage)
         dead = sum(g.garbage_bytes for p, g in enumerate(garbage) if not want[p])
-        allowed = total * (1 - 1 / opts.max_space_amplification)
+        allowed = live * (opts.max_space_amplification - 1)
         for pos in sorted(range(n), key=lambda p: -garbage[p].ratio):
             if dead <= allowed:
                 break

@@ -438,8 +438,10 @@ class WritePath:
             sealed = recovery.open_sealed(self.path, disk.segments[:-1], self._read_limit, False, reuse)
             for sid in [i for i in ready if i in disk.segments]:
                 del ready[sid]  # in use now
-            plan = self._catalog.sealed_runs([(s.segment, s.index) for s in sealed])
             dropped = [sid for sid in current if sid not in disk.segments]
+            plan = self._catalog.sealed_runs([(s.segment, s.index) for s in sealed],
+                                             [(current[sid].segment, current[sid].index) for sid in dropped],
+                                             [(s.segment, s.index) for s in sealed if s.segment_id not in current])
             with self._mu:
                 self._catalog.set_sealed_runs(plan)
                 self._manifest = disk
