@@ -267,6 +267,11 @@ class WritePath:
     def _sync_source(self) -> tuple[int, int]:
         with self._write_mu:
             self._check_open()
+            if self._failed is not None:
+                # The records a failed write dropped count in _lsn_written: an fsync
+                # now must not acknowledge the writers still waiting for them.
+                raise StoreFailedError(f"an earlier write to {self.path} failed ({self._failed}); "
+                                       f"appends since the last successful sync may be lost; reopen the store")
             self._flush_pending()
             return self._active.segment.dup_fd(), self._lsn_written
 

@@ -243,3 +243,26 @@ def test_close_reports_a_failed_fsync(path: pathlib.Path, monkeypatch: pytest.Mo
         s.append("s", 2)
     with engine.open(path) as again:  # the lock was released
         assert again.read_range("s") == [1]
+
+
+def test_a_writer_waiting_when_a_write_fails_is_not_acknowledged(path: pathlib.Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer whose record was in the buffer a failed write dropped, still waiting
+    for its fsync: a later fsync (that succeeds) must not acknowledge it."""
+    with engine.open(path, durability="power") as s:
+        s.append("s", 0)
+        with pytest.raises(StoreFailedError), s.batch():  # the batch's end waits for the fsync: refused
+            s.append("s", 1)  # buffered, not yet written nor synced
+            lsn = s._lsn_written
+
+            def full(fd: int, data: Any, offset: int) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(fileio, "pwrite", full)
+            with pytest.raises(StoreFailedError):
+                s.flush()  # the buffer (holding seq 1) is dropped
+            monkeypatch.undo()
+            with pytest.raises(StoreFailedError):
+                s._committer.wait(lsn)  # what the writer of seq 1 does in "power" mode
+    with engine.open(path) as s:
+        assert s.read_range("s") == [0]
