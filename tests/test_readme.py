@@ -27,3 +27,18 @@ def test_quickstart_examples_run(tmp_path: Path) -> None:
 
     with engine.open(tmp_path / "store", readonly=True) as store:
         assert len(store.streams()) >= 3, "the sessions were saved when the block was left"
+
+
+def test_asyncio_example_runs(tmp_path: Path) -> None:
+    import asyncio
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## asyncio") : text.index("## Durability")]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    namespace: dict[str, object] = {}
+    exec(compile(code.replace("/var/lib/repl/store", str(tmp_path / "store")), "README asyncio", "exec"), namespace)
+    asyncio.run(namespace["serve"]())  # type: ignore[operator]
+    import engine
+
+    with engine.open(tmp_path / "store", readonly=True) as store:
+        assert store.read_range("session-1")[0]["code"] == "(+ 1 2)"
