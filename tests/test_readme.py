@@ -10,7 +10,7 @@ from samples import REPO
 
 def _blocks() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    quick = text[text.index("## Quickstart") : text.index("## Durability")]  # the blocks run in order
+    quick = text[text.index("## Quickstart") : text.index("## asyncio")]  # the blocks run in order
     return re.findall(r"```python\n(.*?)```", quick, re.S)
 
 
