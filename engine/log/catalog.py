@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import CorruptionError, InvalidNameError
@@ -76,7 +76,8 @@ class SealedRuns(NamedTuple):
     runs: list[Run]
     run_starts: array[int]
     blob_runs: list[Run]
-    nbytes: int
+    #: Change of the stream's bytes: its records in the new segments less those in the removed.
+    nbytes_delta: int
 
 
 class StreamState:
@@ -217,14 +218,18 @@ class Catalog:
 
     def sealed_runs(self, sealed: Sequence[tuple[LogSegment, SealedIndex]],
                     removed: Sequence[tuple[LogSegment, SealedIndex]],
-                    new: Sequence[tuple[LogSegment, SealedIndex]]) -> dict[int, SealedRuns]:
+                    new: Sequence[tuple[LogSegment, SealedIndex]],
+                    pause: Callable[[], None] | None = None) -> dict[int, SealedRuns]:
         """The sealed runs of the streams a compaction touched, once the ``removed``
         segments are replaced by the ``new`` ones and ``sealed`` is the whole new
         list: built without
         changing anything (the caller swaps them in with :meth:`set_sealed_runs`
         under the catalog lock). Streams with nothing in the removed or the new
         segments keep their runs as they are. Which streams live and their seqs
-        do not change (only dead records went). Caller holds the writer lock."""
+        do not change (only dead records went). It reads sealed runs, which only
+        a roll or a switch changes: a caller without the writer lock checks that
+        neither came in between before using the result. ``pause`` is called now
+        and then (to let other threads run)."""
         gone = {id(seg) for seg, _ in removed}
         position = {id(seg): i for i, (seg, _) in enumerate(sealed)}
         nbytes: dict[int, int] = {}
@@ -239,7 +244,9 @@ class Catalog:
                 bl = Run(seg, idx.bl_hashes, idx.bl_offs, d.bl_lo, d.bl_lo + d.bl_n) if d.bl_n else None
                 added.setdefault(d.stream_id, []).append((ev, bl))
         out: dict[int, SealedRuns] = {}
-        for sid, delta in nbytes.items():
+        for n, (sid, delta) in enumerate(nbytes.items()):
+            if pause is not None and n % 64 == 63:
+                pause()
             st = self.by_id.get(sid)
             if st is None:
                 continue
@@ -253,7 +260,7 @@ class Catalog:
             runs.sort(key=lambda r: position[id(r.segment)])
             blob_runs.sort(key=lambda r: position[id(r.segment)])
             starts = array("q", [r.keys[r.lo] for r in runs])
-            out[sid] = SealedRuns(runs, starts, blob_runs, st.nbytes - st.act_nbytes + delta)
+            out[sid] = SealedRuns(runs, starts, blob_runs, delta)
         return out
 
     def set_sealed_runs(self, plan: dict[int, SealedRuns]) -> None:
@@ -261,7 +268,7 @@ class Catalog:
             st = self.by_id.get(sid)
             if st is not None:
                 st.runs, st.run_starts, st.blob_runs = r.runs, r.run_starts, r.blob_runs
-                st.nbytes = r.nbytes + st.act_nbytes
+                st.nbytes += r.nbytes_delta
 
     def apply_sealed(self, seg: LogSegment, idx: SealedIndex) -> None:
         """Replay a sealed segment from its index: creates, runs, then drops."""

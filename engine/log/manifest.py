@@ -216,6 +216,12 @@ class Manifest:
         self.generation += 1
         fileio.atomic_write(manifest_path(directory), [self.encode()])
 
+    def copy(self, next_stream_id: int = 0) -> Manifest:
+        """A copy (for a backup), ``next_stream_id`` raised to at least the one given."""
+        return Manifest(segments=list(self.segments), next_segment_id=self.next_segment_id,
+                        max_record_bytes=self.max_record_bytes,
+                        next_stream_id=max(self.next_stream_id, next_stream_id), reserved=list(self.reserved))
+
     # ------------------------------------------------------------ segment ids
     def allocate_segment_id(self) -> int:
         sid = self.next_segment_id

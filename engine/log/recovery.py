@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..errors import CorruptionError, NotFoundError, TruncatedRecordError
@@ -225,6 +225,18 @@ def check_entries(seg: LogSegment, entries: list[Entry]) -> bool:
             return False
         prev = e.offset
     return True
+
+
+def retry_missing(fn: Callable[[], None], attempts: int = 3) -> None:
+    """Run ``fn`` (which reads the MANIFEST and opens what it lists) again when a
+    listed segment is missing: a compactor replaced and deleted it between the
+    two (the MANIFEST read again names its outputs)."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except CorruptionError as exc:
+            if attempt == attempts - 1 or "is missing" not in str(exc):
+                raise
 
 
 def follow_active(seg: LogSegment, entries: list[Entry]) -> list[Entry]:

@@ -35,11 +35,11 @@ import logging
 import os
 import threading
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from itertools import takewhile
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import (
     BlobNotFoundError,
@@ -73,6 +73,7 @@ if TYPE_CHECKING:
 __all__ = ["Problem", "Store", "StoreStats", "StreamInfo", "VerifyReport", "open"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _before(end: int, loc: tuple[LogSegment, int, int]) -> bool:
@@ -168,15 +169,7 @@ class Store(WritePath):
             return
         with self._write_mu:
             self._check_open()
-            for attempt in range(3):
-                try:
-                    self._refresh()
-                    break
-                except CorruptionError as exc:
-                    # A compactor may have replaced and deleted segments between our
-                    # reading the MANIFEST and opening them: read it again.
-                    if attempt == 2 or "is missing" not in str(exc):
-                        raise
+            recovery.retry_missing(self._refresh)
         self._versions.reap()
 
     def _refresh(self) -> None:
@@ -259,21 +252,29 @@ class Store(WritePath):
         _check_position("scan start", start)
         if stop is not None:
             _check_position("scan stop", stop)
-        for tries in range(3):
-            with self._mu:
-                st = self._stream(stream)
-                end = st.next_seq if stop is None else min(stop, st.next_seq)
-                if start >= end:
-                    return iter(())
-                active = self._active.segment
-                locs = list(takewhile(partial(_before, end), st.locations_from(start, active)))
-                if not (locs and locs[-1][0] is active and locs[-1][1] >= active.size):
-                    version = self._versions.current.pin()
-                    break
-            self._flush_for_read(tries)
+
+        def locate(active: LogSegment) -> tuple[tuple[StreamState, int, list[tuple[LogSegment, int, int]]], bool]:
+            st = self._stream(stream)
+            end = st.next_seq if stop is None else min(stop, st.next_seq)
+            locs = list(takewhile(partial(_before, end), st.locations_from(start, active))) if start < end else []
+            return (st, end, locs), bool(locs) and locs[-1][0] is active and locs[-1][1] >= active.size
+
+        (st, end, locs), version = self._pinned(locate)
         it = self._scan(version, st, locs, start, end)
         next(it)  # enter the generator, so that closing it unpins the version
         return it
+
+    def _pinned(self, locate: Callable[[LogSegment], tuple[_T, bool]]) -> tuple[_T, Version]:
+        """``locate(active segment)`` under the catalog lock, again after handing the
+        writer's buffer to the OS when what it found is still in it; returns what
+        it found with the current version pinned."""
+        for tries in range(3):
+            with self._mu:
+                found, pending = locate(self._active.segment)
+                if not pending:
+                    return found, self._versions.current.pin()
+            self._flush_for_read(tries)
+        raise AssertionError("unreachable")
 
     def _scan(self, version: Version, st: StreamState, locs: list[tuple[LogSegment, int, int]], start: int,
               end: int) -> Iterator[Any]:
@@ -296,24 +297,22 @@ class Store(WritePath):
         return list(self.scan(stream, start, stop))
 
     def _blob_locations(self, stream: str, hashes: list[int] | set[int] | None
-                        ) -> tuple[StreamState, list[tuple[LogSegment, int]], Version]:
-        """The stream, its blob records with these key hashes (all, with None), newest
-        first per hash, and the version pinned for reading them."""
-        for tries in range(3):
-            with self._mu:
-                st = self._stream(stream)
-                active = self._active.segment
-                keys = st.blob_hashes() if hashes is None else hashes
-                locs = [(seg, off) for h in keys for seg, off in st.blob_candidates(h, active)]
-                if not any(seg is active and off >= active.size for seg, off in locs):
-                    return st, locs, self._versions.current.pin()
-            self._flush_for_read(tries)
-        raise AssertionError("unreachable")
+                        ) -> tuple[tuple[StreamState, list[tuple[LogSegment, int]]], Version]:
+        """The stream and its blob records with these key hashes (all, with None),
+        newest first per hash, with the version pinned for reading them."""
+
+        def locate(active: LogSegment) -> tuple[tuple[StreamState, list[tuple[LogSegment, int]]], bool]:
+            st = self._stream(stream)
+            keys = st.blob_hashes() if hashes is None else hashes
+            locs = [(seg, off) for h in keys for seg, off in st.blob_candidates(h, active)]
+            return (st, locs), any(seg is active and off >= active.size for seg, off in locs)
+
+        return self._pinned(locate)
 
     def get_blob(self, stream: str, key: str) -> Any:
         """The latest value stored under ``key`` in ``stream``."""
         raw_key = check_key(key)
-        st, locs, version = self._blob_locations(stream, [record.key_hash(raw_key)])
+        (st, locs), version = self._blob_locations(stream, [record.key_hash(raw_key)])
         with version:
             for seg, off in locs:
                 rec = seg.read(off)
@@ -332,7 +331,7 @@ class Store(WritePath):
 
     def blob_keys(self, stream: str) -> list[str]:
         """Every blob key of the stream (reads one record per stored version)."""
-        _st, locs, version = self._blob_locations(stream, None)
+        (_st, locs), version = self._blob_locations(stream, None)
         with version:
             return sorted({seg.read(off).blob_key().decode("utf-8") for seg, off in locs})
 
@@ -393,11 +392,7 @@ class Store(WritePath):
     def manifest_snapshot(self) -> Manifest:
         """A copy of the manifest as this process knows it (next ids up to date)."""
         with self._write_mu, self._mu:
-            m = self._manifest
-            return Manifest(segments=list(m.segments), next_segment_id=m.next_segment_id,
-                            max_record_bytes=m.max_record_bytes,
-                            next_stream_id=max(m.next_stream_id, self._catalog.next_stream_id),
-                            reserved=list(m.reserved))
+            return self._manifest.copy(next_stream_id=self._catalog.next_stream_id)
 
     def pin(self) -> Version:
         """Pin the current version (``with store.pin() as v:``): its files stay

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from ..errors import (
 from . import codec, fileio, record, recovery
 from .active import ActiveSegment
 from .active_index import ActiveIndexFile
-from .catalog import Catalog, StreamState, check_key, check_stream_name
+from .catalog import Catalog, SealedRuns, StreamState, check_key, check_stream_name
 from .committer import GroupCommitter
 from .format import MANIFEST_LOCK_NAME, MANIFEST_NAME, SEGMENT_HEADER_SIZE, RecordType
 from .lockfile import FileLock
@@ -394,19 +395,28 @@ class WritePath:
     def _maybe_adopt(self) -> None:
         """Background: switch to segments another process (a compactor) put in the
         MANIFEST, if it changed since this process last read or wrote it. The new
-        segments are opened before the writer lock is taken, and what the switch
-        released is closed and deleted after it is let go."""
+        segments are opened and the touched streams' runs built before the writer
+        lock is taken (with pauses that let recording threads run); under it only
+        the prepared runs are swapped in, unless a roll came in between. What the
+        switch released is closed and deleted after the lock is let go."""
         if _manifest_stamp(self.path) == self._manifest_seen:
             return
         disk = Manifest.load(self.path)
         if disk is None:
             return
-        current = {s.segment_id: s for s in self._version.sealed}
+        version = self._version
+        current = {s.segment_id: s for s in version.sealed}
         try:
             ready = recovery.open_sealed(self.path, [i for i in disk.segments[:-1] if i not in current],
                                          self._read_limit, readonly=False)
         except (OSError, SeglogError):
             ready = []  # replaced again meanwhile: the switch below opens what it needs
+        prepared = None
+        if ready:
+            by_id = {**current, **{s.segment_id: s for s in ready}}
+            if all(i in by_id for i in disk.segments[:-1]):
+                sealed = [by_id[i] for i in disk.segments[:-1]]
+                prepared = (version, disk.segments, sealed, self._plan(sealed, current, pause=_let_others_run))
         with self._write_mu:
             if self._closed or self._failed is not None:
                 for s in ready:
@@ -414,16 +424,27 @@ class WritePath:
                     s.segment.close()
                 return
             try:
-                self._adopt_manifest({s.segment_id: s for s in ready})
+                self._adopt_manifest({s.segment_id: s for s in ready}, prepared)
             except OSError as exc:
                 raise self._fail(exc, "reading segments another process wrote") from exc
         self._versions.reap()
 
-    def _adopt_manifest(self, ready: dict[int, Sealed] | None = None) -> None:
+    def _plan(self, sealed: list[Sealed], current: dict[int, Sealed],
+              pause: Callable[[], None] | None = None) -> dict[int, SealedRuns]:
+        dropped = [sid for sid in current if sid not in {s.segment_id for s in sealed}]
+        return self._catalog.sealed_runs([(s.segment, s.index) for s in sealed],
+                                         [(current[sid].segment, current[sid].index) for sid in dropped],
+                                         [(s.segment, s.index) for s in sealed if s.segment_id not in current],
+                                         pause)
+
+    def _adopt_manifest(self, ready: dict[int, Sealed] | None = None,
+                        prepared: tuple[Version, list[int], list[Sealed], dict[int, SealedRuns]] | None = None
+                        ) -> None:
         """Read the MANIFEST; when another process replaced sealed segments, switch
-        readers to the new ones (``ready``: opened already). The replaced ones are
+        readers to the new ones (``ready``: opened already; ``prepared``: the runs
+        built for them, used when nothing changed since). The replaced ones are
         deleted once no reader pins them. Caller holds ``_write_mu``; the catalog
-        lock is held only to swap prepared runs in."""
+        lock is held only to swap the runs in."""
         ready = dict(ready or {})
         stamp = _manifest_stamp(self.path)
         disk = Manifest.load(self.path)
@@ -439,14 +460,15 @@ class WritePath:
             disk.next_stream_id = max(disk.next_stream_id, self._catalog.next_stream_id)
             disk.max_record_bytes = max(disk.max_record_bytes, mine.max_record_bytes)
             current = {s.segment_id: s for s in self._version.sealed}
-            reuse = {**ready, **current}
-            sealed = recovery.open_sealed(self.path, disk.segments[:-1], self._read_limit, False, reuse)
+            if prepared is not None and prepared[0] is self._version and prepared[1] == disk.segments:
+                _v, _ids, sealed, plan = prepared
+            else:  # a roll or another switch came in between: build the runs here
+                reuse = {**ready, **current}
+                sealed = recovery.open_sealed(self.path, disk.segments[:-1], self._read_limit, False, reuse)
+                plan = self._plan(sealed, current)
             for sid in [i for i in ready if i in disk.segments]:
                 del ready[sid]  # in use now
             dropped = [sid for sid in current if sid not in disk.segments]
-            plan = self._catalog.sealed_runs([(s.segment, s.index) for s in sealed],
-                                             [(current[sid].segment, current[sid].index) for sid in dropped],
-                                             [(s.segment, s.index) for s in sealed if s.segment_id not in current])
             with self._mu:
                 self._catalog.set_sealed_runs(plan)
                 self._manifest = disk
@@ -458,3 +480,9 @@ class WritePath:
         if dropped:
             log.info("%s: segments %s were replaced by %s", self.path, dropped,
                      [s.segment_id for s in sealed if s.segment_id not in current])
+
+
+def _let_others_run() -> None:
+    """Give the GIL to a waiting thread (a recording thread must not wait for a
+    background computation)."""
+    time.sleep(0)
