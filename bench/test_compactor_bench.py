@@ -372,37 +372,70 @@ def test_compact_throughput(benchmark: Any, cache: str, cscale: Scale, dead_stor
 
 # ------------------------------------------------------------ C2. the writer beside it
 class AdoptTimes:
-    """Times the writer's ``_adopt_manifest`` (writer lock held throughout) and, inside
-    it, the catalog's ``rebuild_sealed`` and the store's ``_install`` (catalog lock held),
-    and of that the removal of the replaced segments' files."""
+    """Times the writer's switch to segments a compactor wrote. ``_maybe_adopt`` opens
+    the new segments (``recovery.open_sealed``) and builds the touched streams' runs
+    (``Catalog.sealed_runs``) without the writer lock, then calls ``_adopt_manifest``
+    with ``_write_mu`` held: the time that call runs is the writer-lock hold. Inside it
+    are timed any opening or run building it has to redo itself (a roll or another
+    switch came in between), the swap under the catalog lock (``Catalog.set_sealed_runs``
+    + ``Store._install``) and any removal of files; after it, ``VersionSet.reap``
+    deletes the replaced files with no lock held."""
 
     def __init__(self, mp: pytest.MonkeyPatch) -> None:
+        from engine.log import recovery, writer
         self.adopt: list[tuple[int, int, bool]] = []  # (start ns, duration ns, segments changed)
-        # per adoption that changed something: ns under the catalog lock, ns removing files
-        self.mu: list[int] = []
-        self.unlink: list[int] = []
-        self._inside = threading.local()
+        # per adoption that changed something, ns under the writer lock spent:
+        self.mu: list[int] = []       # under the catalog lock
+        self.unlink: list[int] = []   # removing files
+        self.open: list[int] = []     # opening segments not opened beforehand
+        self.prepare: list[int] = []  # building runs not built beforehand
+        # per _maybe_adopt call: (start ns, whole ns, ns opening, ns building runs) before the lock
+        self.maybe: list[tuple[int, int, int, int]] = []
+        self.reaps: list[int] = []  # ns of reap calls that deleted something
+        self._inside = threading.local()  # .t: counters inside _adopt_manifest; .pre: inside _maybe_adopt
         orig_adopt = Store._adopt_manifest
+        orig_maybe = Store._maybe_adopt
+        orig_reap = VersionSet.reap
         times = self
 
-        def adopt(store: Store) -> None:
-            times._inside.t = {"mu": 0, "unlink": 0}
+        def adopt(store: Store, *a: Any, **kw: Any) -> None:
+            times._inside.t = {"mu": 0, "unlink": 0, "open": 0, "prepare": 0}
             before = store._manifest.generation
             t0 = time.perf_counter_ns()
             try:
-                orig_adopt(store)
+                orig_adopt(store, *a, **kw)
             finally:
                 t1 = time.perf_counter_ns()
                 changed = store._manifest.generation != before
                 times.adopt.append((t0, t1 - t0, changed))
                 if changed:
-                    times.mu.append(times._inside.t["mu"])
-                    times.unlink.append(times._inside.t["unlink"])
+                    t = times._inside.t
+                    times.mu.append(t["mu"])
+                    times.unlink.append(t["unlink"])
+                    times.open.append(t["open"])
+                    times.prepare.append(t["prepare"])
                 times._inside.t = None
+
+        def maybe(store: Store, *a: Any, **kw: Any) -> None:
+            pre = times._inside.pre = {"mu": 0, "unlink": 0, "open": 0, "prepare": 0}
+            t0 = time.perf_counter_ns()
+            try:
+                orig_maybe(store, *a, **kw)
+            finally:
+                times.maybe.append((t0, time.perf_counter_ns() - t0, pre["open"], pre["prepare"]))
+                times._inside.pre = None
+
+        def reap(vs: VersionSet, *a: Any, **kw: Any) -> int:
+            t0 = time.perf_counter_ns()
+            n = orig_reap(vs, *a, **kw)
+            if n:
+                times.reaps.append(time.perf_counter_ns() - t0)
+            return n
 
         def timed(orig: Callable[..., Any], key: str) -> Callable[..., Any]:
             def run(*args: Any, **kw: Any) -> Any:
-                t = getattr(times._inside, "t", None)
+                # inside _adopt_manifest (writer lock held) first, else before the lock
+                t = getattr(times._inside, "t", None) or getattr(times._inside, "pre", None)
                 if t is None:
                     return orig(*args, **kw)
                 t0 = time.perf_counter_ns()
@@ -413,8 +446,12 @@ class AdoptTimes:
             return run
 
         mp.setattr(Store, "_adopt_manifest", adopt)
-        mp.setattr(Catalog, "rebuild_sealed", timed(Catalog.rebuild_sealed, "mu"))
+        mp.setattr(Store, "_maybe_adopt", maybe)
+        mp.setattr(VersionSet, "reap", reap)
+        mp.setattr(Catalog, "set_sealed_runs", timed(Catalog.set_sealed_runs, "mu"))
+        mp.setattr(Catalog, "sealed_runs", timed(Catalog.sealed_runs, "prepare"))
         mp.setattr(Store, "_install", timed(Store._install, "mu"))
+        mp.setattr(writer.recovery, "open_sealed", timed(recovery.open_sealed, "open"))
         mp.setattr(VersionSet, "delete_segment_files", timed(VersionSet.delete_segment_files, "unlink"))
 
     def spans(self) -> list[tuple[int, int]]:
@@ -423,13 +460,22 @@ class AdoptTimes:
     def info(self) -> dict[str, Any]:
         changed = sorted(d for _, d, c in self.adopt if c)
         quiet = sorted(d for _, d, c in self.adopt if not c)
+        ms = lambda v: round(max(v) / 1e6, 3) if v else 0.0  # noqa: E731
         return {
             "adoptions": len(changed),
             "adopt_hold_max_ms": round(changed[-1] / 1e6, 3) if changed else 0.0,
             "adopt_hold_p50_ms": round(_pct(changed, 50) / 1e6, 3) if changed else 0.0,
-            "adopt_catalog_lock_max_ms": round(max(self.mu) / 1e6, 3) if self.mu else 0.0,
-            "adopt_unlink_max_ms": round(max(self.unlink) / 1e6, 3) if self.unlink else 0.0,
+            "adopt_hold_all_ms": [round(d / 1e6, 2) for d in changed][:50],
+            "adopt_catalog_lock_max_ms": ms(self.mu),
+            "adopt_unlink_max_ms": ms(self.unlink),
+            "adopt_open_under_lock_max_ms": ms(self.open),
+            "adopt_prepare_runs_under_lock_max_ms": ms(self.prepare),
             "adopt_unchanged_max_ms": round(quiet[-1] / 1e6, 3) if quiet else 0.0,
+            "maybe_adopt_max_ms": ms([d for _, d, _, _ in self.maybe]),
+            "prepare_open_before_lock_max_ms": ms([o for _, _, o, _ in self.maybe]),
+            "prepare_runs_before_lock_max_ms": ms([p for _, _, _, p in self.maybe]),
+            "reap_calls_deleting": len(self.reaps),
+            "reap_max_ms": ms(self.reaps),
         }
 
 
