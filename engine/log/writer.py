@@ -399,7 +399,8 @@ class WritePath:
         lock is taken (with pauses that let recording threads run); under it only
         the prepared runs are swapped in, unless a roll came in between. What the
         switch released is closed and deleted after the lock is let go."""
-        if _manifest_stamp(self.path) == self._manifest_seen:
+        stamp = _manifest_stamp(self.path)
+        if stamp == self._manifest_seen:
             return
         disk = Manifest.load(self.path)
         if disk is None:
@@ -416,7 +417,8 @@ class WritePath:
             by_id = {**current, **{s.segment_id: s for s in ready}}
             if all(i in by_id for i in disk.segments[:-1]):
                 sealed = [by_id[i] for i in disk.segments[:-1]]
-                prepared = (version, disk.segments, sealed, self._plan(sealed, current, pause=_let_others_run))
+                prepared = (version, stamp, disk, sealed, self._plan(sealed, current, pause=_let_others_run))
+        _let_others_run()  # start the locked part with a fresh turn of the GIL
         with self._write_mu:
             if self._closed or self._failed is not None:
                 for s in ready:
@@ -438,8 +440,8 @@ class WritePath:
                                          pause)
 
     def _adopt_manifest(self, ready: dict[int, Sealed] | None = None,
-                        prepared: tuple[Version, list[int], list[Sealed], dict[int, SealedRuns]] | None = None
-                        ) -> None:
+                        prepared: tuple[Version, tuple[int, int, int], Manifest, list[Sealed],
+                                        dict[int, SealedRuns]] | None = None) -> None:
         """Read the MANIFEST; when another process replaced sealed segments, switch
         readers to the new ones (``ready``: opened already; ``prepared``: the runs
         built for them, used when nothing changed since). The replaced ones are
@@ -447,7 +449,8 @@ class WritePath:
         lock is held only to swap the runs in."""
         ready = dict(ready or {})
         stamp = _manifest_stamp(self.path)
-        disk = Manifest.load(self.path)
+        fresh = prepared is not None and prepared[0] is self._version and prepared[1] == stamp
+        disk = prepared[2] if prepared is not None and fresh else Manifest.load(self.path)
         if disk is None:
             raise CorruptionError("the MANIFEST disappeared", self.path)
         mine = self._manifest
@@ -460,8 +463,8 @@ class WritePath:
             disk.next_stream_id = max(disk.next_stream_id, self._catalog.next_stream_id)
             disk.max_record_bytes = max(disk.max_record_bytes, mine.max_record_bytes)
             current = {s.segment_id: s for s in self._version.sealed}
-            if prepared is not None and prepared[0] is self._version and prepared[1] == disk.segments:
-                _v, _ids, sealed, plan = prepared
+            if prepared is not None and fresh:
+                sealed, plan = prepared[3], prepared[4]
             else:  # a roll or another switch came in between: build the runs here
                 reuse = {**ready, **current}
                 sealed = recovery.open_sealed(self.path, disk.segments[:-1], self._read_limit, False, reuse)
