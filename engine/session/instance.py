@@ -7,7 +7,10 @@ number them with ``seq``; they are cheap enough to call on every REPL step.
 
 A save takes the pending changes out under the instance's lock (the save
 point) and writes them; events recorded meanwhile go to a fresh pending list
-and are written by the next save. A failed save puts its changes back.
+and are written by the next save. A failed save puts its changes back. A save
+may take them in steps: ``take_changes(max_events, max_bytes)`` hands over the
+oldest events only, with the states and receipts recorded with them, so that
+each step's work is bounded and the steps, written in turn, keep the order.
 
 An instance of a PersistenceManager shares its ``RecordingGate``: once the
 manager is shut down, or while its saves fail, recording raises instead of
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate, islice
 from typing import Any
 
 from ..errors import InvalidArgumentError, RecordTooLargeError, UnknownSessionError
@@ -59,15 +64,39 @@ class Changes:
         self.receipts[:0] = earlier.receipts
 
 
+def _state_seq(state_id: str) -> int:
+    """The seq of the checkpoint that recorded state ``state_id`` (``state-<seq>``; -1: none)."""
+    tail = state_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _payload_sizes(changes: Changes) -> list[int]:
+    """Bytes of the state or receipt recorded with each event of ``changes`` (0: none)."""
+    sizes = [0] * len(changes.events)
+    index = {e["seq"]: i for i, e in enumerate(changes.events)}
+    for state_id, raw in changes.states:
+        i = index.get(_state_seq(state_id))
+        if i is not None:
+            sizes[i] += len(raw)
+    for _key, seq, receipt in changes.receipts:
+        i = index.get(seq)
+        if i is not None:
+            sizes[i] += len(codec.pack(receipt)[0])
+    return sizes
+
+
 class RecordingGate:
     """Shared by the instances of one PersistenceManager. While ``refuse`` is set,
     every recording method calls it (under the instance's lock, before the event
-    is numbered) and it raises: nothing is recorded."""
+    is numbered) and it raises: nothing is recorded. ``recorded_at`` is the
+    ``time.time()`` of the last event recorded through the gate: the manager's
+    background saver takes no step of its own while recording goes on."""
 
-    __slots__ = ("refuse",)
+    __slots__ = ("recorded_at", "refuse")
 
     def __init__(self) -> None:
         self.refuse: Callable[[SessionInstance], None] | None = None
+        self.recorded_at = 0.0
 
 
 class SessionInstance:
@@ -85,6 +114,10 @@ class SessionInstance:
         self.size_on_disk = size_on_disk
         self._lock = threading.Lock()
         self._pending = Changes()
+        #: Per pending event: the bytes of the state or receipt recorded with it (0:
+        #: none), and when it was recorded (``time.time()``).
+        self._sizes: list[int] = []
+        self._stamps: list[float] = []
         self._first_change_at = 0.0
         self.save_lock = threading.Lock()  # held by a save in progress
         #: Called after each recorded change with (instance, pending change count).
@@ -96,6 +129,9 @@ class SessionInstance:
         self.gate: RecordingGate | None = None
         #: Largest encoded state, receipt or event text accepted (the store's record limit).
         self.max_value_bytes = 16 << 20
+        #: A recording thread asked the background saver for a step of this session
+        #: and it has not run yet (see PersistenceManager).
+        self.step_requested = False
 
     # -- state ------------------------------------------------------------------
     @property
@@ -119,11 +155,51 @@ class SessionInstance:
             "checkpoint_count": self.checkpoint_count, "size_on_disk": self.size_on_disk,
         }
 
-    def take_changes(self) -> Changes:
-        """The save point: hand over everything pending and start afresh."""
+    @property
+    def first_pending_seq(self) -> int:
+        """The seq of the oldest unsaved event (``event_count`` when there is none)."""
+        events = self._pending.events
+        try:
+            return int(events[0]["seq"])
+        except IndexError:
+            return self.event_count
+
+    def take_changes(self, max_events: int | None = None, max_bytes: int | None = None,
+                     before: int | None = None) -> Changes:
+        """The save point: hand over what is pending and start afresh.
+
+        With limits, only the oldest pending events are handed over, with the
+        states and receipts recorded with them: at most ``max_events`` events,
+        as many as fit in ``max_bytes`` of states and receipts (at least one),
+        and only events with ``seq < before``. The rest stays pending, after
+        anything a failed save puts back."""
         with self._lock:
-            taken, self._pending = self._pending, Changes()
-            self._first_change_at = 0.0
+            pending = self._pending
+            events = pending.events
+            n = len(events)
+            k = n if max_events is None else min(n, max(max_events, 1))
+            if before is not None and n:
+                k = min(k, max(before - events[0]["seq"], 0))
+            if max_bytes is not None and k > 1:
+                k = max(bisect_right(list(accumulate(islice(self._sizes, k))), max_bytes), 1)
+            if k == n:
+                taken, self._pending, self._sizes, self._stamps = pending, Changes(), [], []
+                self._first_change_at = 0.0
+                return taken
+            if not k:
+                return Changes()
+            # The oldest change left: when its event was recorded, on the monotonic clock.
+            self._first_change_at = time.monotonic() - max(time.time() - self._stamps[k], 0.0)
+            last = events[k - 1]["seq"]
+            states, receipts = pending.states, pending.receipts
+            ns = 0
+            while ns < len(states) and _state_seq(states[ns][0]) <= last:
+                ns += 1
+            nr = 0
+            while nr < len(receipts) and receipts[nr][1] <= last:
+                nr += 1
+            taken = Changes(events[:k], states[:ns], receipts[:nr])
+            del events[:k], states[:ns], receipts[:nr], self._sizes[:k], self._stamps[:k]
         return taken
 
     def mark_deleted(self) -> None:
@@ -131,23 +207,29 @@ class SessionInstance:
         with self._lock:
             self.deleted = True
             self._pending = Changes()
+            self._sizes, self._stamps = [], []
             self._first_change_at = 0.0
 
     def restore_changes(self, changes: Changes) -> None:
         """Put back the changes of a save that failed, before anything newer."""
         if not changes:
             return
+        sizes = _payload_sizes(changes)
         with self._lock:
             self._pending.prepend(changes)
+            self._sizes[:0] = sizes
             self._first_change_at = self._first_change_at or time.monotonic()
+            recorded = time.time() - (time.monotonic() - self._first_change_at)
+            self._stamps[:0] = [recorded] * len(changes.events)
 
     def __repr__(self) -> str:
         return f"<SessionInstance {self.name!r} events={self.event_count} dirty={self.dirty}>"
 
     # -- recording ----------------------------------------------------------------
     def _record(self, event: dict[str, Any], state: bytes | None = None,
-                receipt: dict[str, Any] | None = None) -> int:
-        """Number ``event`` (its first key is ``seq``) and add it to the pending changes."""
+                receipt: dict[str, Any] | None = None, size: int = 0) -> int:
+        """Number ``event`` (its first key is ``seq``) and add it to the pending changes;
+        ``size``: the bytes of its receipt."""
         with self._lock:
             if self.deleted:
                 raise UnknownSessionError(f"session {self.name!r} was deleted")
@@ -162,10 +244,15 @@ class SessionInstance:
                 event["stateId"] = state_id = f"state-{seq}"
                 pending.states.append((state_id, state))
                 self.checkpoint_count += 1
+                size = len(state)
             if receipt is not None:
                 pending.receipts.append((receipt["key"], seq, receipt))
             self.event_count = seq + 1
-            self.last_accessed = time.time()
+            self.last_accessed = now = time.time()
+            self._sizes.append(size)
+            self._stamps.append(now)
+            if gate is not None:
+                gate.recorded_at = now
             if not self._first_change_at:
                 self._first_change_at = time.monotonic()
             n = len(pending.events)
@@ -233,8 +320,9 @@ class SessionInstance:
                                    "durationMs": duration_ms}
         if tokens is not None:
             receipt["tokens"] = tokens
-        self._sized("receipt", len(codec.pack(receipt)[0]))  # reject what cannot be stored now
-        return self._record(event, receipt=receipt)
+        size = len(codec.pack(receipt)[0])
+        self._sized("receipt", size)  # reject what cannot be stored now
+        return self._record(event, receipt=receipt, size=size)
 
     def effect(self, d: int, op: str, args_preview: str, ts: int | None = None) -> int:
         return self._record({"seq": 0, "ts": self._ts(ts), "type": "effect", "d": check_int("d", d),

@@ -6,11 +6,29 @@ or its oldest unsaved change is ``save_interval`` seconds old, whichever comes
 first. A clean session costs nothing. ``shutdown()`` (also run at interpreter
 exit) stops the thread and saves everything synchronously.
 
+Saving shares the GIL with the threads that record, so it never holds it for
+long. A save is written in steps, each one engine write of the oldest pending
+changes: at most ``step_events`` events (64) and about ``step_bytes`` (256 KiB)
+of states and receipts, a few hundred us of work at most. The background saver
+takes no step of its own while recording goes on (an event younger than
+``quiet_s``, 0.25 ms): a step then would run inside a command, which would wait
+for it. Otherwise it runs steps for ``slice_s`` (1 ms), then sleeps ``pause_s``
+(0.2 ms), long enough for a thread that waits for the GIL to wake up and take
+it. A session with ``yield_after`` (2 x ``save_after``) unsaved events while
+recording goes on makes the recording thread hand the GIL to the saver for one
+step of it, at an event's boundary, and wait for that step: when sessions
+record flat out their changes are written as they come, in bounded pieces,
+instead of the saver taking the GIL by force (after the interpreter's switch
+interval, 5 ms) for as long as it likes. At ``max_pending``
+(16 x ``save_after``) unsaved changes, which only a saver that cannot write
+reaches, the recording thread saves the session itself: memory stays bounded.
+
 What survives a crash (SIGKILL): every change a save has written. With the
 default store durability ("process") a save's records reach the OS before
 the save returns, so a SIGKILL loses at most the changes recorded since the
 last save, that is at most ``save_interval`` seconds or ``save_after``
-changes of each session. Call ``force_save()`` after a command to make it
+changes of each session (``yield_after`` while it records faster than the
+saver finds time for, more only while writes fail or stall). Call ``force_save()`` after a command to make it
 survive a SIGKILL; open with ``durability="power"`` to make saves survive
 power loss too.
 
@@ -25,12 +43,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import threading
 import time
 import weakref
 from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import (
@@ -51,12 +72,35 @@ from .schema import check_session_name, iso_now
 
 log = logging.getLogger(__name__)
 
+#: A save writes at most this many events per step (one engine write: about 100 us
+#: of the GIL for REPL events with their states) ...
+STEP_EVENTS = 64
+#: ... and about this many bytes of states and receipts (at least one event).
+STEP_BYTES = 256 << 10
+#: The background saver runs steps for about this long at a time (while no
+#: recording goes on), then sleeps PAUSE_S: a thread that waits for the GIL gets it.
+SLICE_S = 0.001
+PAUSE_S = 0.0002
+#: Recording is taken to go on while the last event is younger than this: the
+#: background saver then takes no step (it would land inside a command) ...
+QUIET_S = 0.00025
+#: ... and looks again after this long, doubling up to BACKOFF_MAX_S while it goes on.
+BACKOFF_MAX_S = 0.02
+#: How long a recording thread that handed the GIL to the saver waits for its step.
+HANDOFF_TIMEOUT_S = 0.0005
+
 
 class PersistenceManager:
+    """Sessions saved in the background (see the module docstring). ``step_events`` and
+    ``step_bytes`` bound a step of a save; ``yield_after`` (default 2 x ``save_after``)
+    is when a recording thread hands the GIL to the saver for a step of its session."""
+
     def __init__(self, pool: SessionPool, directory: str | os.PathLike[str], save_interval: float = 1.0,
                  save_after: int = 256, *, max_pending: int | None = None,
                  durability: Durability | str = Durability.PROCESS,
-                 store_options: dict[str, Any] | None = None, register_atexit: bool = True) -> None:
+                 store_options: dict[str, Any] | None = None, register_atexit: bool = True,
+                 step_events: int = STEP_EVENTS, step_bytes: int = STEP_BYTES,
+                 yield_after: int | None = None) -> None:
         if not save_interval > 0:
             raise InvalidArgumentError(f"save_interval must be positive, not {save_interval}")
         if save_after < 1:
@@ -69,6 +113,11 @@ class PersistenceManager:
         self.max_pending = max_pending if max_pending is not None else 16 * save_after
         if self.max_pending < save_after:
             raise InvalidArgumentError(f"max_pending must be at least save_after ({save_after})")
+        if step_events < 1 or step_bytes < 1:
+            raise InvalidArgumentError(
+                f"step_events and step_bytes must be at least 1, not {step_events} and {step_bytes}")
+        if yield_after is not None and yield_after < 1:
+            raise InvalidArgumentError(f"yield_after must be at least 1, not {yield_after}")
         options = {"compress_events": True, **(store_options or {})}
         self.store: Store = open_store(directory, durability=durability, **options)
         self.catalog = SessionCatalog(self.store)
@@ -83,9 +132,29 @@ class PersistenceManager:
         self._gate_lock = threading.Lock()
         # Instances handed out, while the caller holds them (one instance per session).
         self._live: weakref.WeakValueDictionary[str, SessionInstance] = weakref.WeakValueDictionary()
-        self._wake = threading.Event()
+        #: Largest step of a save: events, and bytes of states and receipts.
+        self.step_events = step_events
+        self.step_bytes = step_bytes
+        #: A session with this many unsaved events makes the thread recording them hand
+        #: the GIL to the background saver for a step of it (long before max_pending).
+        self.yield_after = min(yield_after if yield_after is not None else 2 * save_after, self.max_pending)
+        self.slice_s = SLICE_S
+        self.pause_s = PAUSE_S
+        self.quiet_s = QUIET_S
+        self.backoff_max_s = BACKOFF_MAX_S
+        self.handoff_timeout_s = HANDOFF_TIMEOUT_S
+        self._wake = threading.Event()  # work for the saver: a session may be due
+        #: Released when a recording thread asks for a step (the saver waits to acquire it):
+        #: a bare lock, cheaper to hand over than an Event.
+        self._kick = threading.Lock()
+        self._kick.acquire()
         self._stop = threading.Event()
-        self.saves = 0
+        self._served = 0  # steps served to recording threads
+        self._stalled_at = -1  # _served when a recording thread last waited for one in vain
+        #: Steps asked for by recording threads (served first), with the lock they wait on.
+        self._urgent: deque[tuple[SessionInstance, threading.Lock]] = deque()
+        self.saves = 0  # saves that wrote something
+        self.save_steps = 0  # engine writes of those saves
         pool.saver = self.save_session
         self._thread = threading.Thread(target=self._run, name="seglog-session-saver", daemon=True)
         self._thread.start()
@@ -153,11 +222,41 @@ class PersistenceManager:
 
     def _note_change(self, inst: SessionInstance, pending: int) -> None:
         if pending >= self.save_after:
-            self._wake.set()
-            if pending >= self.max_pending and not self._closed:
-                self.save_session(inst)  # the background saver is behind: save here
+            if not self._wake.is_set():
+                self._wake.set()
+            if pending >= self.yield_after and not self._closed:
+                if pending >= self.max_pending:
+                    self.save_session(inst)  # saving cannot keep up: save here (bounds memory)
+                elif not inst.step_requested:
+                    self._give_way(inst)
         if inst.name not in self.pool and not inst.deleted:  # recorded into after eviction: track it
             self.pool.put(inst)
+
+    def _kick_saver(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already released: the saver has not taken it yet
+            self._kick.release()
+
+    def _give_way(self, inst: SessionInstance, wait: bool = True) -> None:
+        """The session's changes pile up faster than the background saver, which takes no
+        step while recording goes on, writes them: hand it the GIL for one step of this
+        session now, at an event's boundary, and wait for that step (handoff_timeout_s at
+        most), instead of leaving it to take the GIL by force some time in a command.
+
+        A wait that times out finds the saver in a slow write (a segment being sealed)
+        or off the CPU: until it has served a step again, threads only ask and do not
+        wait. Without ``wait`` (a thread that must not block) the step is only asked for."""
+        if threading.current_thread() is self._thread or not self._thread.is_alive():
+            return
+        inst.step_requested = True
+        done = threading.Lock()
+        done.acquire()
+        self._urgent.append((inst, done))
+        self._kick_saver()
+        if not self._wake.is_set():
+            self._wake.set()
+        served = self._served
+        if wait and served != self._stalled_at and not done.acquire(timeout=self.handoff_timeout_s):
+            self._stalled_at = served
 
     def create_session(self, name: str, session_id: str | None = None) -> SessionInstance:
         """A new, empty session (in the pool and in the catalog)."""
@@ -195,6 +294,8 @@ class PersistenceManager:
     def save_session(self, session: SessionInstance | str) -> int:
         """Write the session's changes since its last save point; return how many.
 
+        Everything recorded before the call is written, in steps of at most
+        ``step_events`` events (see the module docstring), oldest first.
         If it fails, the changes stay pending and the manager's sessions refuse new
         events until a save of this session succeeds (see SaveFailedError)."""
         if not isinstance(session, SessionInstance):
@@ -204,8 +305,37 @@ class PersistenceManager:
             if isinstance(session, str):
                 self._named(session)  # unknown -> UnknownSessionError
             return 0
-        with inst.save_lock:  # waits for a save of this session in progress
-            changes = inst.take_changes()
+        return self._save_all(inst)
+
+    def _save_all(self, inst: SessionInstance) -> int:
+        """Write, step by step, every change of ``inst`` recorded so far (not those
+        recorded meanwhile: a session recording flat out still ends)."""
+        until = inst.event_count
+        total = 0
+        while True:
+            n = self._save_step(inst, until)
+            if not n:
+                break
+            total += n
+            if inst.first_pending_seq >= until:
+                break
+        if total:
+            self.saves += 1
+        return total
+
+    def _save_step(self, inst: SessionInstance, until: int | None = None, blocking: bool = True,
+                   measure: bool = True) -> int | None:
+        """Write the oldest pending changes of ``inst`` (events before seq ``until``):
+        at most ``step_events`` events and about ``step_bytes`` of states and receipts
+        (one engine write). Returns how many changes it wrote; None when the session was
+        deleted meanwhile, or, not ``blocking``, when another save of it is in progress.
+        ``measure``: update the instance's size_on_disk (a step a recording thread waits
+        for leaves that to the next one)."""
+        if not inst.save_lock.acquire(blocking):
+            return None
+        adopted = False
+        try:
+            changes = inst.take_changes(self.step_events, self.step_bytes, until)
             if not changes:
                 return 0
             try:
@@ -219,7 +349,7 @@ class PersistenceManager:
                             self.pool.remove(inst.name)
                         log.warning("session %r was deleted; dropping %d unsaved changes", inst.name, len(changes))
                         self._save_succeeded(inst.name)
-                        return 0
+                        return None
                     if inst.name in self.catalog:
                         p = self.catalog.persister(inst.name)
                     else:
@@ -240,8 +370,11 @@ class PersistenceManager:
                 raise
             if self._failed:
                 self._save_succeeded(inst.name)
-            inst.size_on_disk = p.size_on_disk
-            self.saves += 1
+            if measure:
+                inst.size_on_disk = p.size_on_disk
+            self.save_steps += 1
+        finally:
+            inst.save_lock.release()
         if adopted:
             self._pooled(inst)
         return len(changes)
@@ -260,30 +393,123 @@ class PersistenceManager:
         n = inst.pending_changes
         return n >= self.save_after or (n > 0 and now - inst.first_change_at >= self.save_interval)
 
+    # -- the background saver ----------------------------------------------------------
+    # It holds the GIL for one bounded step at a time. While recording goes on (the last
+    # event is younger than quiet_s) it takes no step of its own: a step then would run
+    # inside a command, which waits for it. A thread whose sessions pile up changes
+    # hands it the GIL for a step at an event's boundary (_give_way). Otherwise it runs
+    # steps for slice_s, then sleeps pause_s, long enough for a thread that waits for
+    # the GIL to wake up and take it (a shorter release is usually taken back by the
+    # saver first, and restarts the waiter's switch interval).
     def _run(self) -> None:
         tick = min(self.save_interval / 4, 0.25)
+        backoff = self.quiet_s
+        next_round = 0.0  # while recording goes on, the next look at the due sessions
         while not self._stop.is_set():
-            self._wake.wait(tick)
-            self._wake.clear()
+            self._serve_urgent()
+            wait = next_round - time.monotonic()
+            if wait > 0:  # recording goes on: serve hand-offs only until then
+                self._kick.acquire(timeout=wait)
+                continue
+            if not self._urgent:
+                self._wake.wait(tick)
+                self._wake.clear()
             if self._stop.is_set():
                 return
+            self._serve_urgent()
             now = time.monotonic()
+            deferred = False
             for inst in self.pool.instances():
+                if self._stop.is_set():
+                    return
                 if self._due(inst, now):
-                    failing = inst.name in self._failed
-                    try:
-                        self.save_session(inst)
-                    except StoreClosedError:
-                        return
-                    except StoreFailedError:
-                        # The store refuses writes until it is reopened: retrying is futile.
-                        log.exception("background save of session %r failed; the store refuses writes until "
-                                      "it is opened again, background saving stops", inst.name)
-                        return
-                    except Exception:
-                        if not failing:
-                            log.exception("background save of session %r failed; new events are refused "
-                                          "until a retry succeeds", inst.name)
+                    deferred = self._guarded(inst, self._background_save) or deferred
+            if deferred:
+                next_round = time.monotonic() + backoff
+                backoff = min(2 * backoff, self.backoff_max_s)
+            else:
+                next_round, backoff = 0.0, self.quiet_s
+
+    def _guarded(self, inst: SessionInstance, save: Callable[[SessionInstance], bool | None]) -> bool | None:
+        """Run a save of the background saver and return what it returns, logging a
+        failure. When saving cannot go on (the store is closed or refuses writes) the
+        saver stops: ``_stop`` is set."""
+        failing = inst.name in self._failed
+        try:
+            return save(inst)
+        except StoreClosedError:
+            self._stop.set()
+        except StoreFailedError:
+            # The store refuses writes until it is reopened: retrying is futile.
+            log.exception("background save of session %r failed; the store refuses writes until "
+                          "it is opened again, background saving stops", inst.name)
+            self._stop.set()
+        except Exception:
+            if not failing:
+                log.exception("background save of session %r failed; new events are refused "
+                              "until a retry succeeds", inst.name)
+        return None
+
+    def _serve_urgent(self) -> bool:
+        """Run the steps recording threads asked for; True if there were any."""
+        served = False
+        while self._urgent:
+            inst, done = self._urgent.popleft()
+            try:
+                if not inst.deleted and not self._stop.is_set():
+                    self._guarded(inst, self._urgent_step)
+            finally:
+                inst.step_requested = False
+                self._served += 1
+                done.release()
+            served = True
+        if served:  # the threads that asked go on recording now
+            self._gate.recorded_at = time.time()
+        return served
+
+    def _urgent_step(self, inst: SessionInstance) -> None:
+        if self._save_step(inst, blocking=False, measure=False):
+            self.saves += 1
+
+    def _background_save(self, inst: SessionInstance) -> bool:
+        """Write what ``inst`` recorded so far, step by step, in slices between which
+        other threads run. Returns True when it left some for later because recording
+        goes on (see _turn)."""
+        until = inst.event_count
+        total = 0
+        try:
+            while not self._stop.is_set():
+                slice_s = self._turn(inst)
+                if slice_s is None:
+                    return True
+                end = time.perf_counter() + slice_s
+                while True:
+                    n = self._save_step(inst, until)
+                    if not n or inst.first_pending_seq >= until:
+                        total += n or 0
+                        return False
+                    total += n
+                    if self._serve_urgent() or time.perf_counter() >= end or self._stop.is_set():
+                        break
+                self._kick.acquire(timeout=self.pause_s)
+            return False
+        finally:
+            if total:
+                self.saves += 1
+
+    def _turn(self, inst: SessionInstance) -> float | None:
+        """How long the saver may now take steps of ``inst`` of its own (serving the
+        steps recording threads asked for first): None while recording goes on, except
+        for a session that records nothing itself and has been due for a save_interval
+        (other sessions record flat out), which gets a single step now and then."""
+        self._serve_urgent()
+        now = time.time()
+        if now - self._gate.recorded_at >= self.quiet_s:
+            return self.slice_s
+        if (now - inst.last_accessed >= self.save_interval and inst.first_change_at
+                and time.monotonic() - inst.first_change_at >= 2 * self.save_interval):
+            return 0.0
+        return None
 
     def shutdown(self) -> None:
         """Stop background saving, save everything, close the store. Idempotent.
@@ -298,6 +524,7 @@ class PersistenceManager:
             inst.gate = self._gate
         self._stop.set()
         self._wake.set()
+        self._kick_saver()
         if self._thread is not threading.current_thread():
             self._thread.join()
         try:
@@ -405,6 +632,10 @@ class PersistenceManager:
             sid, created = (src.meta.id, src.meta.created) if keep_header else (new_name, iso_now())
             p = self.catalog.register(new_name, sid, created, src.meta.uid, at_seq + 1, cp_base)
             inst = self._attach(p.instance(), p.meta.uid)
+        # Its first save continues the delta chain from the source's last state, which
+        # it reads and decodes (about a ms): do that now rather than in a save that a
+        # command may wait for.
+        p.writer()
         return self._pooled(inst)
 
     def save_as(self, source: str, new_name: str) -> SessionInstance:

@@ -857,10 +857,10 @@ def test_evicting_a_session_while_the_background_saves_it_does_not_deadlock(
     go_on = threading.Event()
     orig_take = a.take_changes
 
-    def slow_take() -> Any:  # the save point of a save that holds a.save_lock
+    def slow_take(*args: Any, **kw: Any) -> Any:  # the save point of a save that holds a.save_lock
         took.set()
         go_on.wait(5)
-        return orig_take()
+        return orig_take(*args, **kw)
 
     monkeypatch.setattr(a, "take_changes", slow_take)
     saver = threading.Thread(target=pm.save_session, args=(a,), daemon=True)  # stands for the background save
@@ -1260,3 +1260,331 @@ def test_a_name_that_is_not_a_str_is_an_invalid_name_for_every_method(managers: 
             NAME_CALLS[method](pm, name)
     assert written(pm) == before
     assert [m["name"] for m in pm.list_sessions()] == ["a"]
+
+
+# ------------------------------------------------------------ saves in bounded steps
+def _writes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every IncrementalWriter.write from now on: its events' seqs, the seqs of its
+    states and receipts, the bytes of its states and the thread that ran it."""
+    from engine.session import persister
+
+    seen: list[dict[str, Any]] = []
+    orig = persister.IncrementalWriter.write
+
+    def write(self: Any, changes: Any) -> int:
+        seen.append({"events": [e["seq"] for e in changes.events],
+                     "states": [int(sid.rsplit("-", 1)[1]) for sid, _ in changes.states],
+                     "state_bytes": sum(len(raw) for _, raw in changes.states),
+                     "receipts": [seq for _key, seq, _r in changes.receipts],
+                     "thread": threading.current_thread()})
+        return orig(self, changes)
+
+    monkeypatch.setattr(persister.IncrementalWriter, "write", write)
+    return seen
+
+
+def _record_mixed(inst: SessionInstance, n: int, pad: int = 1000) -> None:
+    """``n`` events: a checkpoint with a ~``pad``-byte state every 5th, an LLM response
+    with its receipt every 7th, inputs otherwise (ts = the event's number)."""
+    for i in range(n):
+        if i % 5 == 4:
+            inst.checkpoint(0, "manual", {"i": i, "pad": "s" * pad}, ts=i)
+        elif i % 7 == 6:
+            inst.llm_resp(1, f"v{i}", i, f"key-{i % 3}", request={"i": i}, response=[i], ts=i)
+        else:
+            inst.input(f"code {i}", ts=i)
+
+
+def _check_mixed(pm: PersistenceManager, name: str, n: int, pad: int = 1000) -> None:
+    events = pm.events(name)
+    assert [e["seq"] for e in events] == list(range(n))
+    assert [e["ts"] for e in events] == list(range(n))
+    for e in events:
+        i = e["seq"]
+        if i % 5 == 4:
+            assert e["type"] == "checkpoint" and e["stateId"] == f"state-{i}"
+        elif i % 7 == 6:
+            assert e["type"] == "llm_resp" and e["receiptKey"] == f"key-{i % 3}"
+        else:
+            assert e == {"seq": i, "ts": i, "type": "input", "code": f"code {i}"}
+    assert [c["seq"] for c in pm.checkpoints(name)] == [i for i in range(n) if i % 5 == 4]
+    for i in [i for i in range(n) if i % 5 == 4][:: max(1, n // 50)]:
+        assert pm.get_state(name, f"state-{i}") == {"i": i, "pad": "s" * pad}
+    last = {i % 3: i for i in range(n) if i % 7 == 6 and i % 5 != 4}
+    for k, i in last.items():
+        assert pm.get_receipt(name, f"key-{k}")["request"] == {"i": i}
+
+
+def _check_steps(writes: list[dict[str, Any]], step_events: int, step_bytes: int) -> None:
+    """Each write is one bounded step; together they hold every seq once, in order, each
+    state and receipt with its event."""
+    seqs = [s for w in writes for s in w["events"]]
+    assert seqs == list(range(len(seqs)))
+    for w in writes:
+        assert 1 <= len(w["events"]) <= step_events
+        assert w["state_bytes"] <= step_bytes or len(w["events"]) == 1
+        first, last = w["events"][0], w["events"][-1]
+        assert all(first <= s <= last for s in w["states"] + w["receipts"])
+
+
+def test_a_save_is_written_in_bounded_steps_in_order(managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """save_session writes a session's changes in steps (one engine write each) of at
+    most step_events events and, unless a single event is over it, step_bytes of
+    states and receipts, oldest first, each state and receipt with its event."""
+    pm = managers(step_events=8, step_bytes=1500)
+    a = pm.create_session("a")
+    _record_mixed(a, 61)
+    writes = _writes(monkeypatch)
+    steps = pm.save_steps
+    receipts = [i for i in range(61) if i % 7 == 6 and i % 5 != 4]
+    assert a.pending_changes == 61 + 12 + len(receipts)  # events, states, receipts
+    assert pm.save_session(a) == 61 + 12 + len(receipts)
+    assert pm.save_steps - steps == len(writes) and len(writes) >= 61 // 8 + 1
+    assert len(writes) > 61 // 8 + 1, "the byte bound must split some steps further"
+    _check_steps(writes, 8, 1500)
+    assert not a.dirty and pm.saves == 1
+    _check_mixed(managers.reopen(pm), "a", 61)
+
+
+def test_a_state_larger_than_a_step_is_a_step_of_its_own(
+        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    pm = managers(step_bytes=1000)
+    a = pm.create_session("a")
+    a.input("x", ts=0)
+    a.checkpoint(0, "manual", {"big": "b" * 5000}, ts=1)
+    a.input("y", ts=2)
+    writes = _writes(monkeypatch)
+    assert pm.save_session(a) == 4
+    assert [w["events"] for w in writes] == [[0], [1], [2]]
+    assert pm.get_state("a", "state-1") == {"big": "b" * 5000}
+
+
+def test_take_changes_hands_over_the_oldest_events_with_their_states_and_receipts() -> None:
+    inst = SessionInstance("a")
+    _record_mixed(inst, 20, pad=100)  # checkpoints at 4, 9, 14, 19; receipts at 6, 13
+    head = inst.take_changes(7)
+    assert [e["seq"] for e in head.events] == list(range(7))
+    assert [sid for sid, _ in head.states] == ["state-4"] and [r[1] for r in head.receipts] == [6]
+    assert inst.first_pending_seq == 7 and inst.pending_changes == 13 + 3 + 1
+    assert not inst.take_changes(before=7) and inst.first_pending_seq == 7
+    nxt = inst.take_changes(max_bytes=150)  # the state of seq 9 (~110 bytes), no room for the receipt of 13
+    assert [e["seq"] for e in nxt.events] == [7, 8, 9, 10, 11, 12]
+    assert [sid for sid, _ in nxt.states] == ["state-9"] and not nxt.receipts
+    upto = inst.take_changes(before=15)
+    assert [e["seq"] for e in upto.events] == [13, 14]
+    assert [sid for sid, _ in upto.states] == ["state-14"] and [r[1] for r in upto.receipts] == [13]
+    inst.restore_changes(upto)  # a failed step goes back before anything newer
+    inst.restore_changes(nxt)
+    rest = inst.take_changes()
+    assert [e["seq"] for e in rest.events] == list(range(7, 20))
+    assert [sid for sid, _ in rest.states] == ["state-9", "state-14", "state-19"]
+    assert [r[1] for r in rest.receipts] == [13]
+    assert inst.first_pending_seq == 20 and not inst.dirty
+
+
+def test_a_background_save_runs_in_bounded_steps_in_the_saver_thread(
+        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    pm = managers(save_after=1000, step_events=6, step_bytes=2500, save_interval=0.2)
+    writes = _writes(monkeypatch)
+    a = pm.create_session("a")
+    _record_mixed(a, 100)
+    assert wait_for(lambda: not a.dirty, 5.0)
+    assert writes and all(w["thread"] is pm._thread for w in writes)
+    _check_steps(writes, 6, 2500)
+    assert [s for w in writes for s in w["events"]] == list(range(100))
+    assert pm.saves == 1
+
+
+def test_the_background_saver_takes_no_step_of_its_own_while_recording_goes_on(managers: Managers) -> None:
+    """A step of the saver would run inside a command, which would wait for it: while
+    events keep coming (the last one younger than quiet_s) the saver waits, and saves
+    once recording pauses."""
+    pm = managers(save_after=1, save_interval=60.0, yield_after=10_000, max_pending=10_000)
+    pm.quiet_s = 0.3
+    a = pm.create_session("a")
+    end = time.monotonic() + 0.6
+    i = 0
+    while time.monotonic() < end:
+        a.input(f"code {i}", ts=i)
+        i += 1
+        time.sleep(0.01)
+    assert pm.saves == 0 and a.pending_changes == i
+    assert wait_for(lambda: not a.dirty, 5.0), "the saver must save once recording pauses"
+    assert [e["seq"] for e in pm.events("a")] == list(range(i))
+
+
+def test_a_recording_thread_hands_the_saver_a_step_instead_of_saving_itself(
+        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a session has yield_after unsaved events while recording goes on, the
+    recording thread hands the GIL to the saver for one step of it and waits for it:
+    the session's changes stay bounded, and the recording thread writes nothing."""
+    pm = managers(save_after=4, yield_after=8, step_events=4, save_interval=60.0)
+    pm.quiet_s = 3600.0  # recording never pauses for the saver: only the hand-offs save
+    pm.handoff_timeout_s = 10.0
+    writes = _writes(monkeypatch)
+    a = pm.create_session("a")
+    for i in range(41):
+        a.input(f"code {i}", ts=i)
+        assert a.pending_changes < 8, i
+    assert len(writes) == 9 and all(w["thread"] is pm._thread for w in writes)
+    assert [w["events"] for w in writes] == [list(range(4 * k, 4 * k + 4)) for k in range(9)]
+    pm = managers.reopen(pm)
+    assert [e["code"] for e in pm.events("a")] == [f"code {i}" for i in range(41)]
+
+
+def test_backpressure_bounds_pending_changes_when_the_saver_is_stuck(
+        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the background saver cannot save (stuck, say, behind a slow disk), a
+    recording thread waits for it at most handoff_timeout_s once, goes on, and at
+    max_pending unsaved changes saves the session itself: memory stays bounded and
+    nothing is lost."""
+    pm = managers(save_after=4, yield_after=8, max_pending=40, save_interval=0.01)
+    stuck = threading.Event()
+    release = threading.Event()
+    orig = pm._save_step
+    by_recorder = []
+
+    def save_step(inst: SessionInstance, *args: Any, **kw: Any) -> int | None:
+        if threading.current_thread() is pm._thread:
+            stuck.set()
+            release.wait(10)
+        else:
+            by_recorder.append(inst.name)
+        return orig(inst, *args, **kw)
+
+    monkeypatch.setattr(pm, "_save_step", save_step)
+    a = pm.create_session("a")
+    longest = 0.0
+    try:
+        for i in range(300):
+            t0 = time.perf_counter()
+            a.input(f"code {i}", ts=i)
+            longest = max(longest, time.perf_counter() - t0)
+            assert a.pending_changes <= 40
+            if i == 20:
+                assert stuck.wait(5), "the saver should have been asked for a step"
+    finally:
+        release.set()
+    assert by_recorder and set(by_recorder) == {"a"}
+    assert longest < 1.0
+    pm.force_save()
+    pm = managers.reopen(pm)
+    assert [e["code"] for e in pm.events("a")] == [f"code {i}" for i in range(300)]
+
+
+def test_nothing_is_lost_or_reordered_while_steps_hand_offs_and_explicit_saves_interleave(
+        managers: Managers) -> None:
+    """Threads recording flat out into their sessions, with the background saver,
+    hand-offs and backpressure all writing steps, while another thread forces saves
+    and reads: every event, state and receipt is stored, in order, once."""
+    pm = managers(size=16, save_after=8, yield_after=16, max_pending=64, step_events=5, step_bytes=3000,
+                  save_interval=0.005)
+    names = [f"s{i}" for i in range(4)]
+    sessions = {name: pm.create_session(name) for name in names}
+    n = 700
+    errors: list[BaseException] = []
+    over: list[int] = []
+
+    def recorder(mine: list[str]) -> None:
+        try:
+            for i in range(n):
+                for name in mine:
+                    inst = sessions[name]
+                    _record_mixed_one(inst, i)
+                    if len(inst._pending.events) > 64:
+                        over.append(len(inst._pending.events))
+                if i % 100 == 99:
+                    time.sleep(0.002)  # now and then a pause: the saver's own steps run
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=recorder, args=(names[k::2],)) for k in range(2)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        pm.force_save(random.choice(names))
+        pm.events(random.choice(names), 0, 3)
+        time.sleep(0.003)
+    for t in threads:
+        t.join()
+    assert not errors and not over
+    pm = managers.reopen(pm)
+    for name in names:
+        _check_mixed(pm, name, n)
+
+
+def _record_mixed_one(inst: SessionInstance, i: int, pad: int = 1000) -> None:
+    if i % 5 == 4:
+        inst.checkpoint(0, "manual", {"i": i, "pad": "s" * pad}, ts=i)
+    elif i % 7 == 6:
+        inst.llm_resp(1, f"v{i}", i, f"key-{i % 3}", request={"i": i}, response=[i], ts=i)
+    else:
+        inst.input(f"code {i}", ts=i)
+
+
+def test_an_explicit_save_ends_while_the_session_records_flat_out(managers: Managers) -> None:
+    """save_session writes what was recorded before it was called, in steps, and returns,
+    however fast the session keeps recording meanwhile."""
+    pm = managers(step_events=4)
+    a = pm.create_session("a")
+    stop = threading.Event()
+    count = [0]
+
+    def record() -> None:
+        while not stop.is_set():
+            a.input(f"code {count[0]}", ts=count[0])
+            count[0] += 1
+
+    t = threading.Thread(target=record)
+    t.start()
+    try:
+        for _ in range(20):
+            before = a.event_count
+            t0 = time.monotonic()
+            pm.save_session(a)
+            assert time.monotonic() - t0 < 5.0
+            assert pm.persister("a").event_count >= before
+    finally:
+        stop.set()
+        t.join()
+    pm = managers.reopen(pm)
+    assert [e["code"] for e in pm.events("a")] == [f"code {i}" for i in range(count[0])]
+
+
+@pytest.mark.parametrize("kw", [{"step_events": 0}, {"step_bytes": 0}, {"yield_after": 0}])
+def test_bad_step_settings_are_rejected(managers: Managers, kw: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgumentError):
+        managers(**kw)
+
+
+def test_an_idle_session_is_saved_while_another_records_flat_out(managers: Managers) -> None:
+    """A session that records nothing itself and has been due for a save_interval gets
+    steps of the saver even while another session keeps recording (one step at a time)."""
+    pm = managers(save_after=1000, save_interval=0.1, yield_after=10_000, max_pending=10_000)
+    pm.quiet_s = 3600.0  # recording goes on for ever, as far as the saver can tell
+    idle, hot = pm.create_session("idle"), pm.create_session("hot")
+    for i in range(10):
+        idle.input(f"idle {i}", ts=i)
+    end = time.monotonic() + 5.0
+    i = 0
+    while idle.dirty and time.monotonic() < end:
+        hot.input(f"hot {i}", ts=i)
+        i += 1
+        if i % 100 == 0:
+            time.sleep(0.001)
+    assert not idle.dirty, "the idle session must be saved"
+    assert [e["code"] for e in pm.events("idle")] == [f"idle {i}" for i in range(10)]
+
+
+def test_after_a_step_the_age_of_the_oldest_change_left_is_kept() -> None:
+    """A step takes the oldest events; first_change_at (which makes a session due after
+    save_interval) then tells when the oldest event left was recorded, not the first."""
+    inst = SessionInstance("a")
+    inst.input("old", ts=0)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    inst.input("new", ts=1)
+    assert time.monotonic() - inst.first_change_at >= 0.2
+    assert [e["code"] for e in inst.take_changes(1).events] == ["old"]
+    assert abs(inst.first_change_at - t0) < 0.05
+    assert [e["code"] for e in inst.take_changes().events] == ["new"] and inst.first_change_at == 0.0
