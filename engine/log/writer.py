@@ -397,38 +397,46 @@ class WritePath:
         MANIFEST, if it changed since this process last read or wrote it. The new
         segments are opened and the touched streams' runs built before the writer
         lock is taken (with pauses that let recording threads run); under it only
-        the prepared runs are swapped in, unless a roll came in between. What the
-        switch released is closed and deleted after the lock is let go."""
-        stamp = _manifest_stamp(self.path)
-        if stamp == self._manifest_seen:
-            return
-        disk = Manifest.load(self.path)
-        if disk is None:
-            return
-        version = self._version
-        current = {s.segment_id: s for s in version.sealed}
-        try:
-            ready = recovery.open_sealed(self.path, [i for i in disk.segments[:-1] if i not in current],
-                                         self._read_limit, readonly=False)
-        except (OSError, SeglogError):
-            ready = []  # replaced again meanwhile: the switch below opens what it needs
-        prepared = None
-        if ready:
+        the prepared runs are swapped in. A roll in between makes them stale: they
+        are prepared again, and built under the lock only after three tries. What
+        the switch released is closed and deleted after the lock is let go."""
+        for attempt in range(3):
+            stamp = _manifest_stamp(self.path)
+            if stamp == self._manifest_seen:
+                return
+            disk = Manifest.load(self.path)
+            if disk is None:
+                return
+            version = self._version
+            current = {s.segment_id: s for s in version.sealed}
+            try:
+                ready = recovery.open_sealed(self.path, [i for i in disk.segments[:-1] if i not in current],
+                                             self._read_limit, readonly=False)
+            except (OSError, SeglogError):
+                ready = []  # replaced again meanwhile: the switch below opens what it needs
+            prepared = None
             by_id = {**current, **{s.segment_id: s for s in ready}}
             if all(i in by_id for i in disk.segments[:-1]):
                 sealed = [by_id[i] for i in disk.segments[:-1]]
                 prepared = (version, stamp, disk, sealed, self._plan(sealed, current, pause=_let_others_run))
-        _let_others_run()  # start the locked part with a fresh turn of the GIL
-        with self._write_mu:
-            if self._closed or self._failed is not None:
-                for s in ready:
+            _let_others_run()  # start the locked part with a fresh turn of the GIL
+            with self._write_mu:
+                if self._closed or self._failed is not None:
+                    for s in ready:
+                        s.index.close()
+                        s.segment.close()
+                    return
+                fresh = self._version is version and _manifest_stamp(self.path) == stamp
+                if fresh or attempt == 2:
+                    try:
+                        self._adopt_manifest({s.segment_id: s for s in ready}, prepared)
+                    except OSError as exc:
+                        raise self._fail(exc, "reading segments another process wrote") from exc
+                    break
+            for s in ready:  # stale: a roll or another commit came in between
+                if s.segment_id not in current:
                     s.index.close()
                     s.segment.close()
-                return
-            try:
-                self._adopt_manifest({s.segment_id: s for s in ready}, prepared)
-            except OSError as exc:
-                raise self._fail(exc, "reading segments another process wrote") from exc
         self._versions.reap()
 
     def _plan(self, sealed: list[Sealed], current: dict[int, Sealed],
