@@ -7,10 +7,11 @@ first. A clean session costs nothing. ``shutdown()`` (also run at interpreter
 exit) stops the thread and saves everything synchronously.
 
 Saving shares the GIL with the threads that record, so it never holds it for
-long. A save is written in steps, each one engine write of the oldest pending
-changes: at most ``step_events`` events (64) and about ``step_bytes`` (256 KiB)
-of states and receipts, a few hundred us of work at most. The background saver
-takes no step of its own while recording goes on (an event younger than
+long. A save is written in steps of the oldest pending changes: at most
+``step_events`` events (64) and about ``step_bytes`` (256 KiB) of states and
+receipts each, a few hundred us of work at most (the steps of one save, or of
+one slice of the background saver, reach the OS in one write). The background
+saver takes no step of its own while recording goes on (an event younger than
 ``quiet_s``, 0.25 ms): a step then would run inside a command, which would wait
 for it. Otherwise it runs steps for ``slice_s`` (1 ms), then sleeps ``pause_s``
 (0.2 ms), long enough for a thread that waits for the GIL to wake up and take
@@ -19,9 +20,9 @@ recording goes on makes the recording thread hand the GIL to the saver for one
 step of it, at an event's boundary, and wait for that step: when sessions
 record flat out their changes are written as they come, in bounded pieces,
 instead of the saver taking the GIL by force (after the interpreter's switch
-interval, 5 ms) for as long as it likes. At ``max_pending``
-(16 x ``save_after``) unsaved changes, which only a saver that cannot write
-reaches, the recording thread saves the session itself: memory stays bounded.
+interval, 5 ms) for as long as it likes. At ``max_pending`` (16 x
+``save_after``) unsaved changes, which only a saver that cannot write reaches,
+the recording thread saves the session itself: memory stays bounded.
 
 What survives a crash (SIGKILL): every change a save has written. With the
 default store durability ("process") a save's records reach the OS before
@@ -51,7 +52,7 @@ import time
 import weakref
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import (
@@ -65,7 +66,7 @@ from ..log.options import Durability
 from ..log.store import Store
 from ..log.store import open as open_store
 from .catalog import SessionCatalog
-from .instance import RecordingGate, SessionInstance
+from .instance import Changes, RecordingGate, SessionInstance
 from .persister import SessionPersister
 from .pool import SessionPool
 from .schema import check_session_name, iso_now
@@ -143,6 +144,7 @@ class PersistenceManager:
         self.quiet_s = QUIET_S
         self.backoff_max_s = BACKOFF_MAX_S
         self.handoff_timeout_s = HANDOFF_TIMEOUT_S
+        self._writes = threading.local()  # the steps of the thread's open _one_write
         self._wake = threading.Event()  # work for the saver: a session may be due
         #: Released when a recording thread asks for a step (the saver waits to acquire it):
         #: a bare lock, cheaper to hand over than an Event.
@@ -154,7 +156,7 @@ class PersistenceManager:
         #: Steps asked for by recording threads (served first), with the lock they wait on.
         self._urgent: deque[tuple[SessionInstance, threading.Lock]] = deque()
         self.saves = 0  # saves that wrote something
-        self.save_steps = 0  # engine writes of those saves
+        self.save_steps = 0  # steps of those saves
         pool.saver = self.save_session
         self._thread = threading.Thread(target=self._run, name="seglog-session-saver", daemon=True)
         self._thread.start()
@@ -312,13 +314,14 @@ class PersistenceManager:
         recorded meanwhile: a session recording flat out still ends)."""
         until = inst.event_count
         total = 0
-        while True:
-            n = self._save_step(inst, until)
-            if not n:
-                break
-            total += n
-            if inst.first_pending_seq >= until:
-                break
+        with self._one_write():
+            while True:
+                n = self._save_step(inst, until)
+                if not n:
+                    break
+                total += n
+                if inst.first_pending_seq >= until:
+                    break
         if total:
             self.saves += 1
         return total
@@ -327,7 +330,7 @@ class PersistenceManager:
                    measure: bool = True) -> int | None:
         """Write the oldest pending changes of ``inst`` (events before seq ``until``):
         at most ``step_events`` events and about ``step_bytes`` of states and receipts
-        (one engine write). Returns how many changes it wrote; None when the session was
+        (one write to the OS, unless in a _one_write). Returns how many changes it wrote; None when the session was
         deleted meanwhile, or, not ``blocking``, when another save of it is in progress.
         ``measure``: update the instance's size_on_disk (a step a recording thread waits
         for leaves that to the next one)."""
@@ -368,6 +371,9 @@ class PersistenceManager:
             except BaseException:
                 inst.restore_changes(changes)
                 raise
+            written = getattr(self._writes, "steps", None)
+            if written is not None:
+                written.append((inst, changes))
             if self._failed:
                 self._save_succeeded(inst.name)
             if measure:
@@ -378,6 +384,35 @@ class PersistenceManager:
         if adopted:
             self._pooled(inst)
         return len(changes)
+
+    @contextlib.contextmanager
+    def _one_write(self) -> Iterator[None]:
+        """Steps this thread runs inside reach the OS in one write when it ends (one
+        system call, and no GIL release between them). If that write fails, what they
+        wrote is not stored: their changes are put back (the newest first, so that each
+        session keeps its order) and their sessions refuse new events."""
+        if getattr(self._writes, "steps", None) is not None:  # nested: the outer one writes
+            yield
+            return
+        written: list[tuple[SessionInstance, Changes]] = []
+        self._writes.steps = written
+        inner: BaseException | None = None
+        try:
+            with self.store.batch():
+                try:
+                    yield
+                except BaseException as exc:
+                    inner = exc
+                    raise
+        except BaseException as exc:
+            if exc is not inner:  # the write failed: nothing of the steps is stored
+                for inst, changes in reversed(written):
+                    inst.restore_changes(changes)
+                    if isinstance(exc, Exception) and not isinstance(exc, StoreClosedError):
+                        self._save_failed(inst.name, exc)
+            raise
+        finally:
+            self._writes.steps = None
 
     def save_dirty_sessions(self) -> int:
         """Save every dirty pooled session; return the number of changes written."""
@@ -483,14 +518,15 @@ class PersistenceManager:
                 if slice_s is None:
                     return True
                 end = time.perf_counter() + slice_s
-                while True:
-                    n = self._save_step(inst, until)
-                    if not n or inst.first_pending_seq >= until:
-                        total += n or 0
-                        return False
-                    total += n
-                    if self._serve_urgent() or time.perf_counter() >= end or self._stop.is_set():
-                        break
+                with self._one_write():  # no GIL release (a system call) between the steps
+                    while True:
+                        n = self._save_step(inst, until)
+                        if not n or inst.first_pending_seq >= until:
+                            total += n or 0
+                            return False
+                        total += n
+                        if self._serve_urgent() or time.perf_counter() >= end or self._stop.is_set():
+                            break
                 self._kick.acquire(timeout=self.pause_s)
             return False
         finally:

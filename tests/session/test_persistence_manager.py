@@ -1588,3 +1588,33 @@ def test_after_a_step_the_age_of_the_oldest_change_left_is_kept() -> None:
     assert [e["code"] for e in inst.take_changes(1).events] == ["old"]
     assert abs(inst.first_change_at - t0) < 0.05
     assert [e["code"] for e in inst.take_changes().events] == ["new"] and inst.first_change_at == 0.0
+
+
+def test_steps_written_in_one_write_are_put_back_when_that_write_fails(
+        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The steps of a save reach the OS in one write at its end; when that write fails
+    none of them is stored, so all their changes are pending again, in order, and the
+    manager's sessions refuse new events."""
+    from engine.log import fileio
+
+    pm = managers(step_events=4)
+    a = pm.create_session("a")
+    _record_mixed(a, 22, pad=50)
+    before = a.pending_changes
+    real = fileio.pwrite
+
+    def full(fd: int, data: Any, offset: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio, "pwrite", full)
+    with pytest.raises(StoreFailedError):
+        pm.save_session(a)
+    monkeypatch.setattr(fileio, "pwrite", real)
+    assert pm.save_steps >= 5  # the steps ran; their one write failed
+    assert a.pending_changes == before
+    with pytest.raises(SaveFailedError, match="session 'a'"):
+        a.input("refused", ts=99)
+    changes = a.take_changes()
+    assert [e["seq"] for e in changes.events] == list(range(22))
+    assert [sid for sid, _ in changes.states] == ["state-4", "state-9", "state-14", "state-19"]
+    assert [seq for _k, seq, _r in changes.receipts] == [6, 13, 20]
