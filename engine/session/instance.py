@@ -144,6 +144,11 @@ class SessionInstance:
         return len(self._pending)
 
     @property
+    def pending_events(self) -> int:
+        """Unsaved events (pending_changes also counts their states and receipts)."""
+        return len(self._pending.events)
+
+    @property
     def first_change_at(self) -> float:
         """``time.monotonic()`` of the oldest unsaved change (0 when clean)."""
         return self._first_change_at

@@ -11,16 +11,18 @@ long. A save is written in steps of the oldest pending changes: at most
 ``step_events`` events (64) and about ``step_bytes`` (256 KiB) of states and
 receipts each, a few hundred us of work at most (the steps of one save, or of
 one slice of the background saver, reach the OS in one write). The background
-saver takes no step of its own while recording goes on (an event younger than
-``quiet_s``, 0.25 ms): a step then would run inside a command, which would wait
-for it. Otherwise it runs steps for ``slice_s`` (1 ms), then sleeps ``pause_s``
-(0.2 ms), long enough for a thread that waits for the GIL to wake up and take
-it. A session with ``yield_after`` (2 x ``save_after``) unsaved events while
-recording goes on makes the recording thread hand the GIL to the saver for one
-step of it, at an event's boundary, and wait for that step: when sessions
-record flat out their changes are written as they come, in bounded pieces,
-instead of the saver taking the GIL by force (after the interpreter's switch
-interval, 5 ms) for as long as it likes. At ``max_pending`` (16 x
+saver takes steps only when no command can be running: the GIL came free
+before the switch interval forced anybody off it (the recording threads sleep
+or wait for I/O), or no event was recorded for ``quiet_s`` (0.25 ms; they run
+Python between commands). A step at another time would run inside a command,
+which would wait for it. It runs steps for ``slice_s`` (2 ms), then sleeps
+``pause_s`` (0.2 ms), long enough for a thread that waits for the GIL to wake
+up and take it. When threads record flat out and leave it no such moment, a
+session with ``yield_after`` (2 x ``save_after``) unsaved events makes the
+thread recording it hand the GIL to the saver for one step of it, at an
+event's boundary, and wait for that step: its changes are then written as they
+come, in bounded pieces, instead of the saver taking the GIL by force (after
+the switch interval, 5 ms) for as long as it likes. At ``max_pending`` (16 x
 ``save_after``) unsaved changes, which only a saver that cannot write reaches,
 the recording thread saves the session itself: memory stays bounded.
 
@@ -28,8 +30,8 @@ What survives a crash (SIGKILL): every change a save has written. With the
 default store durability ("process") a save's records reach the OS before
 the save returns, so a SIGKILL loses at most the changes recorded since the
 last save, that is at most ``save_interval`` seconds or ``save_after``
-changes of each session (``yield_after`` while it records faster than the
-saver finds time for, more only while writes fail or stall). Call ``force_save()`` after a command to make it
+changes of each session (``yield_after`` while threads record flat out and
+leave the saver no time, more only while writes fail or stall). Call ``force_save()`` after a command to make it
 survive a SIGKILL; open with ``durability="power"`` to make saves survive
 power loss too.
 
@@ -80,15 +82,16 @@ STEP_EVENTS = 64
 STEP_BYTES = 256 << 10
 #: The background saver runs steps for about this long at a time (while no
 #: recording goes on), then sleeps PAUSE_S: a thread that waits for the GIL gets it.
-SLICE_S = 0.001
+SLICE_S = 0.002
 PAUSE_S = 0.0002
 #: Recording is taken to go on while the last event is younger than this: the
-#: background saver then takes no step (it would land inside a command) ...
+#: background saver then takes no step (it would land inside a command), and wants
+#: the GIL again PAUSE_S later.
 QUIET_S = 0.00025
-#: ... and looks again after this long, doubling up to BACKOFF_MAX_S while it goes on.
-BACKOFF_MAX_S = 0.02
-#: How long a recording thread that handed the GIL to the saver waits for its step.
-HANDOFF_TIMEOUT_S = 0.0005
+#: How long a recording thread that handed the GIL to the saver waits for its steps,
+#: and how many steps of its session it waits for at most.
+HANDOFF_TIMEOUT_S = 0.002
+CATCH_UP = 2
 
 
 class PersistenceManager:
@@ -137,13 +140,16 @@ class PersistenceManager:
         self.step_events = step_events
         self.step_bytes = step_bytes
         #: A session with this many unsaved events makes the thread recording them hand
-        #: the GIL to the background saver for a step of it (long before max_pending).
+        #: the GIL to the background saver for a step of it (before max_pending).
         self.yield_after = min(yield_after if yield_after is not None else 2 * save_after, self.max_pending)
         self.slice_s = SLICE_S
         self.pause_s = PAUSE_S
         self.quiet_s = QUIET_S
-        self.backoff_max_s = BACKOFF_MAX_S
         self.handoff_timeout_s = HANDOFF_TIMEOUT_S
+        self.catch_up = CATCH_UP
+        #: Beyond yield_after, a session hands the GIL over every this many events (each
+        #: hand-off catches up catch_up steps at most: the backlog shrinks fast).
+        self._handoff_every = max(step_events // 2, 1)
         self._writes = threading.local()  # the steps of the thread's open _one_write
         self._wake = threading.Event()  # work for the saver: a session may be due
         #: Released when a recording thread asks for a step (the saver waits to acquire it):
@@ -153,8 +159,10 @@ class PersistenceManager:
         self._stop = threading.Event()
         self._served = 0  # steps served to recording threads
         self._stalled_at = -1  # _served when a recording thread last waited for one in vain
-        #: Steps asked for by recording threads (served first), with the lock they wait on.
-        self._urgent: deque[tuple[SessionInstance, threading.Lock]] = deque()
+        #: Sessions whose recording thread waits for steps of them (with the lock it
+        #: waits on), and sessions a step was only asked for: served before anything else.
+        self._waiting: deque[tuple[SessionInstance, threading.Lock]] = deque()
+        self._asked: deque[SessionInstance] = deque()
         self.saves = 0  # saves that wrote something
         self.save_steps = 0  # steps of those saves
         pool.saver = self.save_session
@@ -229,7 +237,7 @@ class PersistenceManager:
             if pending >= self.yield_after and not self._closed:
                 if pending >= self.max_pending:
                     self.save_session(inst)  # saving cannot keep up: save here (bounds memory)
-                elif not inst.step_requested:
+                elif (pending - self.yield_after) % self._handoff_every == 0:
                     self._give_way(inst)
         if inst.name not in self.pool and not inst.deleted:  # recorded into after eviction: track it
             self.pool.put(inst)
@@ -239,26 +247,34 @@ class PersistenceManager:
             self._kick.release()
 
     def _give_way(self, inst: SessionInstance, wait: bool = True) -> None:
-        """The session's changes pile up faster than the background saver, which takes no
-        step while recording goes on, writes them: hand it the GIL for one step of this
-        session now, at an event's boundary, and wait for that step (handoff_timeout_s at
-        most), instead of leaving it to take the GIL by force some time in a command.
+        """The session has yield_after unsaved events: its changes pile up faster than
+        the background saver, which takes no step while recording goes on, writes them.
+        Hand the GIL to the saver for steps of it now, at an event's boundary, until it
+        is below yield_after again (catch_up steps at most; usually one), and wait for
+        them (handoff_timeout_s at most), instead of leaving the saver to take the GIL
+        by force some time in a command.
 
         A wait that times out finds the saver in a slow write (a segment being sealed)
-        or off the CPU: until it has served a step again, threads only ask and do not
-        wait. Without ``wait`` (a thread that must not block) the step is only asked for."""
+        or off the CPU: until it has served a step again, threads only ask for a step
+        and do not wait. So does a thread that must not block (``wait`` False)."""
         if threading.current_thread() is self._thread or not self._thread.is_alive():
             return
-        inst.step_requested = True
-        done = threading.Lock()
-        done.acquire()
-        self._urgent.append((inst, done))
-        self._kick_saver()
-        if not self._wake.is_set():
-            self._wake.set()
         served = self._served
-        if wait and served != self._stalled_at and not done.acquire(timeout=self.handoff_timeout_s):
-            self._stalled_at = served
+        if wait and served != self._stalled_at:
+            done = threading.Lock()
+            done.acquire()
+            self._waiting.append((inst, done))
+            self._kick_saver()
+            if not self._wake.is_set():
+                self._wake.set()
+            if not done.acquire(timeout=self.handoff_timeout_s):
+                self._stalled_at = served
+        elif not inst.step_requested:
+            inst.step_requested = True
+            self._asked.append(inst)
+            self._kick_saver()
+            if not self._wake.is_set():
+                self._wake.set()
 
     def create_session(self, name: str, session_id: str | None = None) -> SessionInstance:
         """A new, empty session (in the pool and in the catalog)."""
@@ -429,41 +445,56 @@ class PersistenceManager:
         return n >= self.save_after or (n > 0 and now - inst.first_change_at >= self.save_interval)
 
     # -- the background saver ----------------------------------------------------------
-    # It holds the GIL for one bounded step at a time. While recording goes on (the last
-    # event is younger than quiet_s) it takes no step of its own: a step then would run
-    # inside a command, which waits for it. A thread whose sessions pile up changes
-    # hands it the GIL for a step at an event's boundary (_give_way). Otherwise it runs
-    # steps for slice_s, then sleeps pause_s, long enough for a thread that waits for
-    # the GIL to wake up and take it (a shorter release is usually taken back by the
-    # saver first, and restarts the waiter's switch interval).
+    # It takes steps of its own only when no command can be running: the GIL was free
+    # when it woke up (the recording threads sleep or wait for I/O), or no event was
+    # recorded for quiet_s (they run Python between commands). Otherwise a step would
+    # run inside a command, which would wait for it; a thread whose sessions pile up
+    # changes hands it the GIL for a step at an event's boundary instead (_give_way).
+    # It runs steps for slice_s, then sleeps pause_s, long enough for a thread that
+    # waits for the GIL to wake up and take it (a shorter release is usually taken back
+    # by the saver first, and restarts the waiter's switch interval).
     def _run(self) -> None:
         tick = min(self.save_interval / 4, 0.25)
-        backoff = self.quiet_s
-        next_round = 0.0  # while recording goes on, the next look at the due sessions
+        next_round = 0.0  # set while recording goes on: when to look at the due sessions again
+        last_round = 0.0
         while not self._stop.is_set():
             self._serve_urgent()
-            wait = next_round - time.monotonic()
-            if wait > 0:  # recording goes on: serve hand-offs only until then
-                self._kick.acquire(timeout=wait)
-                continue
-            if not self._urgent:
+            if next_round:
+                wait = next_round - time.monotonic()
+                if wait > 0 and self._idle(wait):
+                    continue  # a recording thread asked for a step: serve it
+                if not self._may_run() and time.monotonic() - last_round < tick:
+                    # Recording goes on: serve hand-offs only, and want the GIL again
+                    # soon, so as to have it when the recording threads next let go
+                    # of it (a round now and then still finds sessions that record
+                    # nothing and wait too long, see _turn).
+                    next_round = time.monotonic() + self.pause_s
+                    continue
+            elif not (self._waiting or self._asked):
                 self._wake.wait(tick)
                 self._wake.clear()
             if self._stop.is_set():
                 return
             self._serve_urgent()
-            now = time.monotonic()
+            last_round = now = time.monotonic()
             deferred = False
             for inst in self.pool.instances():
                 if self._stop.is_set():
                     return
                 if self._due(inst, now):
                     deferred = self._guarded(inst, self._background_save) or deferred
-            if deferred:
-                next_round = time.monotonic() + backoff
-                backoff = min(2 * backoff, self.backoff_max_s)
-            else:
-                next_round, backoff = 0.0, self.quiet_s
+            next_round = time.monotonic() + self.pause_s if deferred else 0.0
+
+    def _idle(self, timeout: float) -> bool:
+        """Wait ``timeout`` (without the GIL) for a recording thread's request; True if
+        one came (to be served)."""
+        return self._kick.acquire(timeout=timeout)
+
+    def _may_run(self) -> bool:
+        """The saver may take steps of its own now: no event was recorded for quiet_s, so
+        no command is being recorded (the recording threads sleep, wait for I/O, or run
+        Python between commands)."""
+        return time.time() - self._gate.recorded_at >= self.quiet_s
 
     def _guarded(self, inst: SessionInstance, save: Callable[[SessionInstance], bool | None]) -> bool | None:
         """Run a save of the background saver and return what it returns, logging a
@@ -486,25 +517,39 @@ class PersistenceManager:
         return None
 
     def _serve_urgent(self) -> bool:
-        """Run the steps recording threads asked for; True if there were any."""
+        """Run the steps recording threads asked for: those of the threads that wait,
+        then (if none did) one of those only asked for. True if there were any."""
         served = False
-        while self._urgent:
-            inst, done = self._urgent.popleft()
+        while self._waiting:
+            inst, done = self._waiting.popleft()
+            try:
+                for _ in range(self.catch_up):
+                    if (inst.deleted or self._stop.is_set() or not self._guarded(inst, self._urgent_step)
+                            or inst.pending_events < self.yield_after):
+                        break
+            finally:
+                self._served += 1
+                done.release()
+            served = True
+        if not served and self._asked:
+            inst = self._asked.popleft()
             try:
                 if not inst.deleted and not self._stop.is_set():
                     self._guarded(inst, self._urgent_step)
             finally:
                 inst.step_requested = False
                 self._served += 1
-                done.release()
             served = True
-        if served:  # the threads that asked go on recording now
+        if served:  # the threads that waited go on recording now
             self._gate.recorded_at = time.time()
         return served
 
-    def _urgent_step(self, inst: SessionInstance) -> None:
+    def _urgent_step(self, inst: SessionInstance) -> bool:
+        """One step of a session a recording thread asked for; True if it wrote some."""
         if self._save_step(inst, blocking=False, measure=False):
             self.saves += 1
+            return True
+        return False
 
     def _background_save(self, inst: SessionInstance) -> bool:
         """Write what ``inst`` recorded so far, step by step, in slices between which
@@ -527,7 +572,7 @@ class PersistenceManager:
                         total += n
                         if self._serve_urgent() or time.perf_counter() >= end or self._stop.is_set():
                             break
-                self._kick.acquire(timeout=self.pause_s)
+                self._idle(self.pause_s)
             return False
         finally:
             if total:
@@ -535,14 +580,14 @@ class PersistenceManager:
 
     def _turn(self, inst: SessionInstance) -> float | None:
         """How long the saver may now take steps of ``inst`` of its own (serving the
-        steps recording threads asked for first): None while recording goes on, except
-        for a session that records nothing itself and has been due for a save_interval
-        (other sessions record flat out), which gets a single step now and then."""
+        steps recording threads asked for first): None while recording goes on (see
+        _may_run), except for a session that records nothing itself and has been due
+        for a save_interval (other sessions record flat out), which gets a single step
+        now and then."""
         self._serve_urgent()
-        now = time.time()
-        if now - self._gate.recorded_at >= self.quiet_s:
+        if self._may_run():
             return self.slice_s
-        if (now - inst.last_accessed >= self.save_interval and inst.first_change_at
+        if (time.time() - inst.last_accessed >= self.save_interval and inst.first_change_at
                 and time.monotonic() - inst.first_change_at >= 2 * self.save_interval):
             return 0.0
         return None

@@ -1395,10 +1395,17 @@ def test_a_background_save_runs_in_bounded_steps_in_the_saver_thread(
     assert pm.saves == 1
 
 
+def _spin(seconds: float) -> None:
+    """Run Python (holding the GIL) for ``seconds``: a REPL evaluating between events."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def test_the_background_saver_takes_no_step_of_its_own_while_recording_goes_on(managers: Managers) -> None:
-    """A step of the saver would run inside a command, which would wait for it: while
-    events keep coming (the last one younger than quiet_s) the saver waits, and saves
-    once recording pauses."""
+    """A step of the saver would run inside a command, which would wait for it: while a
+    thread runs Python and records (an event younger than quiet_s) the saver takes no
+    step of its own, and saves once recording pauses."""
     pm = managers(save_after=1, save_interval=60.0, yield_after=10_000, max_pending=10_000)
     pm.quiet_s = 0.3
     a = pm.create_session("a")
@@ -1407,10 +1414,24 @@ def test_the_background_saver_takes_no_step_of_its_own_while_recording_goes_on(m
     while time.monotonic() < end:
         a.input(f"code {i}", ts=i)
         i += 1
-        time.sleep(0.01)
+        _spin(0.002)
     assert pm.saves == 0 and a.pending_changes == i
     assert wait_for(lambda: not a.dirty, 5.0), "the saver must save once recording pauses"
     assert [e["seq"] for e in pm.events("a")] == list(range(i))
+
+
+def test_the_background_saver_saves_between_commands(managers: Managers) -> None:
+    """Once no event was recorded for quiet_s (the REPL evaluates, or waits for input)
+    the saver saves, in the gaps, without waiting for the session to stop recording."""
+    pm = managers(save_after=1, save_interval=60.0, yield_after=10_000, max_pending=10_000)
+    pm.quiet_s = 0.002
+    a = pm.create_session("a")
+    for i in range(40):
+        a.input(f"code {i}", ts=i)
+        time.sleep(0.01)
+    assert pm.saves > 0 and a.pending_changes < 40
+    assert wait_for(lambda: not a.dirty, 5.0)
+    assert [e["seq"] for e in pm.events("a")] == list(range(40))
 
 
 def test_a_recording_thread_hands_the_saver_a_step_instead_of_saving_itself(
@@ -1560,19 +1581,19 @@ def test_bad_step_settings_are_rejected(managers: Managers, kw: dict[str, Any]) 
 def test_an_idle_session_is_saved_while_another_records_flat_out(managers: Managers) -> None:
     """A session that records nothing itself and has been due for a save_interval gets
     steps of the saver even while another session keeps recording (one step at a time)."""
-    pm = managers(save_after=1000, save_interval=0.1, yield_after=10_000, max_pending=10_000)
+    pm = managers(save_after=1 << 20, save_interval=0.1, yield_after=1 << 20, max_pending=1 << 20)
     pm.quiet_s = 3600.0  # recording goes on for ever, as far as the saver can tell
     idle, hot = pm.create_session("idle"), pm.create_session("hot")
     for i in range(10):
         idle.input(f"idle {i}", ts=i)
     end = time.monotonic() + 5.0
     i = 0
-    while idle.dirty and time.monotonic() < end:
+    while idle.dirty and time.monotonic() < end:  # never lets go of the GIL
         hot.input(f"hot {i}", ts=i)
         i += 1
-        if i % 100 == 0:
-            time.sleep(0.001)
+        _spin(0.0002)
     assert not idle.dirty, "the idle session must be saved"
+    assert hot.pending_changes == i
     assert [e["code"] for e in pm.events("idle")] == [f"idle {i}" for i in range(10)]
 
 
