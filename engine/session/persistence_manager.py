@@ -13,7 +13,7 @@ receipts each, a few hundred us of work at most (the steps of one save, or of
 one slice of the background saver, reach the OS in one write). The background
 saver takes steps only when no command can be running: the GIL came free
 before the switch interval forced anybody off it (the recording threads sleep
-or wait for I/O), or no event was recorded for ``quiet_s`` (0.1 ms; they run
+or wait for I/O), or no event was recorded for ``quiet_s`` (0.25 ms; they run
 Python between commands). A step at another time would run inside a command,
 which would wait for it. It runs steps for ``slice_s`` (2 ms), then sleeps
 ``pause_s`` (0.2 ms), long enough for a thread that waits for the GIL to wake
@@ -87,7 +87,7 @@ PAUSE_S = 0.0002
 #: Recording is taken to go on while the last event is younger than this: the
 #: background saver then takes no step (it would land inside a command), and wants
 #: the GIL again PAUSE_S later.
-QUIET_S = 0.0001
+QUIET_S = 0.00025
 #: How long a recording thread that handed the GIL to the saver waits for its steps,
 #: and how many steps of its session it waits for at most.
 HANDOFF_TIMEOUT_S = 0.002
@@ -147,7 +147,6 @@ class PersistenceManager:
         self.quiet_s = QUIET_S
         self.handoff_timeout_s = HANDOFF_TIMEOUT_S
         self.catch_up = CATCH_UP
-        self._slice_end = 0.0  # perf_counter() when the saver's current slice ends (0: none)
         #: Beyond yield_after, a session hands the GIL over every this many events (each
         #: hand-off catches up catch_up steps at most: the backlog shrinks fast).
         self._handoff_every = max(step_events // 2, 1)
@@ -484,9 +483,6 @@ class PersistenceManager:
                     return
                 if self._due(inst, now):
                     deferred = self._guarded(inst, self._background_save) or deferred
-            if self._slice_end:  # the round ran steps: let waiting threads have the GIL
-                self._idle(self.pause_s)
-                self._slice_end = 0.0
             next_round = time.monotonic() + self.pause_s if deferred else 0.0
 
     def _idle(self, timeout: float) -> bool:
@@ -563,8 +559,10 @@ class PersistenceManager:
         total = 0
         try:
             while not self._stop.is_set():
-                if not self._turn(inst):
+                slice_s = self._turn(inst)
+                if slice_s is None:
                     return True
+                end = time.perf_counter() + slice_s
                 with self._one_write():  # no GIL release (a system call) between the steps
                     while True:
                         n = self._save_step(inst, until)
@@ -572,38 +570,27 @@ class PersistenceManager:
                             total += n or 0
                             return False
                         total += n
-                        # A thread that got the GIL meanwhile (the steps release it for a
-                        # moment now and then) and recorded an event is inside a command.
-                        if (self._serve_urgent() or self._stop.is_set() or not self._may_run()
-                                or time.perf_counter() >= self._slice_end):
+                        if self._serve_urgent() or time.perf_counter() >= end or self._stop.is_set():
                             break
+                self._idle(self.pause_s)
             return False
         finally:
             if total:
                 self.saves += 1
 
-    def _turn(self, inst: SessionInstance) -> bool:
-        """Whether the saver may now take steps of ``inst`` of its own, until _slice_end
-        (serving the steps recording threads asked for first). Not while recording goes
-        on (see _may_run), except for a session that records nothing itself and has
-        been due for a save_interval (other sessions record flat out): that gets a
-        single step now and then. A slice spent (slice_s, over all the sessions of a
-        round), the saver first lets go of the GIL for pause_s."""
+    def _turn(self, inst: SessionInstance) -> float | None:
+        """How long the saver may now take steps of ``inst`` of its own (serving the
+        steps recording threads asked for first): None while recording goes on (see
+        _may_run), except for a session that records nothing itself and has been due
+        for a save_interval (other sessions record flat out), which gets a single step
+        now and then."""
         self._serve_urgent()
-        if self._slice_end and time.perf_counter() >= self._slice_end:
-            self._idle(self.pause_s)
-            self._slice_end = 0.0
-            self._serve_urgent()
         if self._may_run():
-            if not self._slice_end:
-                self._slice_end = time.perf_counter() + self.slice_s
-            return True
-        self._slice_end = 0.0
+            return self.slice_s
         if (time.time() - inst.last_accessed >= self.save_interval and inst.first_change_at
                 and time.monotonic() - inst.first_change_at >= 2 * self.save_interval):
-            self._slice_end = time.perf_counter()  # one step
-            return True
-        return False
+            return 0.0
+        return None
 
     def shutdown(self) -> None:
         """Stop background saving, save everything, close the store. Idempotent.
