@@ -89,8 +89,9 @@ class RecordingGate:
     """Shared by the instances of one PersistenceManager. While ``refuse`` is set,
     every recording method calls it (under the instance's lock, before the event
     is numbered) and it raises: nothing is recorded. ``recorded_at`` is the
-    ``time.time()`` of the last event recorded through the gate: the manager's
-    background saver takes no step of its own while recording goes on."""
+    ``time.time()`` of the last event recorded through the gate (or of the start of
+    a state's or receipt's encoding): the manager's background saver takes no step
+    of its own while recording goes on."""
 
     __slots__ = ("recorded_at", "refuse")
 
@@ -265,6 +266,12 @@ class SessionInstance:
             self.on_change(self, n)
         return seq
 
+    def _busy(self) -> None:
+        """Tell the gate that recording goes on (see RecordingGate.recorded_at)."""
+        gate = self.gate
+        if gate is not None:
+            gate.recorded_at = time.time()
+
     @staticmethod
     def _ts(ts: int | None) -> int:
         return now_ms() if ts is None else check_int("ts", ts)
@@ -296,6 +303,7 @@ class SessionInstance:
             raise InvalidArgumentError(f"checkpoint reason must be one of {sorted(REASONS)}, not {reason!r}")
         event = {"seq": 0, "ts": self._ts(ts), "type": "checkpoint", "d": check_int("d", d),
                  "reason": reason, "stateId": ""}
+        self._busy()  # encoding a large state takes a while: recording goes on meanwhile
         raw = values.pack_value(state)
         self._sized("state", len(raw))
         self._record(event, state=raw)
@@ -325,6 +333,7 @@ class SessionInstance:
                                    "durationMs": duration_ms}
         if tokens is not None:
             receipt["tokens"] = tokens
+        self._busy()
         size = len(codec.pack(receipt)[0])
         self._sized("receipt", size)  # reject what cannot be stored now
         return self._record(event, receipt=receipt, size=size)

@@ -13,7 +13,7 @@ receipts each, a few hundred us of work at most (the steps of one save, or of
 one slice of the background saver, reach the OS in one write). The background
 saver takes steps only when no command can be running: the GIL came free
 before the switch interval forced anybody off it (the recording threads sleep
-or wait for I/O), or no event was recorded for ``quiet_s`` (0.25 ms; they run
+or wait for I/O), or no event was recorded for ``quiet_s`` (0.1 ms; they run
 Python between commands). A step at another time would run inside a command,
 which would wait for it. It runs steps for ``slice_s`` (2 ms), then sleeps
 ``pause_s`` (0.2 ms), long enough for a thread that waits for the GIL to wake
@@ -87,7 +87,7 @@ PAUSE_S = 0.0002
 #: Recording is taken to go on while the last event is younger than this: the
 #: background saver then takes no step (it would land inside a command), and wants
 #: the GIL again PAUSE_S later.
-QUIET_S = 0.00025
+QUIET_S = 0.0001
 #: How long a recording thread that handed the GIL to the saver waits for its steps,
 #: and how many steps of its session it waits for at most.
 HANDOFF_TIMEOUT_S = 0.002
