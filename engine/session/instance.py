@@ -89,7 +89,7 @@ class RecordingGate:
     """Shared by the instances of one PersistenceManager. While ``refuse`` is set,
     every recording method calls it (under the instance's lock, before the event
     is numbered) and it raises: nothing is recorded. ``recorded_at`` is the
-    ``time.time()`` of the last event recorded through the gate (or of the start of
+    ``time.monotonic()`` of the last event recorded through the gate (or of the start of
     a state's or receipt's encoding): the manager's background saver takes no step
     of its own while recording goes on."""
 
@@ -116,7 +116,7 @@ class SessionInstance:
         self._lock = threading.Lock()
         self._pending = Changes()
         #: Per pending event: the bytes of the state or receipt recorded with it (0:
-        #: none), and when it was recorded (``time.time()``).
+        #: none), and when it was recorded (``time.monotonic()``).
         self._sizes: list[int] = []
         self._stamps: list[float] = []
         self._first_change_at = 0.0
@@ -194,8 +194,7 @@ class SessionInstance:
                 return taken
             if not k:
                 return Changes()
-            # The oldest change left: when its event was recorded, on the monotonic clock.
-            self._first_change_at = time.monotonic() - max(time.time() - self._stamps[k], 0.0)
+            self._first_change_at = self._stamps[k]  # when the oldest event left was recorded
             last = events[k - 1]["seq"]
             states, receipts = pending.states, pending.receipts
             ns = 0
@@ -225,8 +224,7 @@ class SessionInstance:
             self._pending.prepend(changes)
             self._sizes[:0] = sizes
             self._first_change_at = self._first_change_at or time.monotonic()
-            recorded = time.time() - (time.monotonic() - self._first_change_at)
-            self._stamps[:0] = [recorded] * len(changes.events)
+            self._stamps[:0] = [self._first_change_at] * len(changes.events)
 
     def __repr__(self) -> str:
         return f"<SessionInstance {self.name!r} events={self.event_count} dirty={self.dirty}>"
@@ -254,13 +252,14 @@ class SessionInstance:
             if receipt is not None:
                 pending.receipts.append((receipt["key"], seq, receipt))
             self.event_count = seq + 1
-            self.last_accessed = now = time.time()
+            self.last_accessed = time.time()
+            mono = time.monotonic()
             self._sizes.append(size)
-            self._stamps.append(now)
+            self._stamps.append(mono)
             if gate is not None:
-                gate.recorded_at = now
+                gate.recorded_at = mono
             if not self._first_change_at:
-                self._first_change_at = time.monotonic()
+                self._first_change_at = mono
             n = len(pending.events)
         if self.on_change is not None:
             self.on_change(self, n)
@@ -270,7 +269,7 @@ class SessionInstance:
         """Tell the gate that recording goes on (see RecordingGate.recorded_at)."""
         gate = self.gate
         if gate is not None:
-            gate.recorded_at = time.time()
+            gate.recorded_at = time.monotonic()
 
     @staticmethod
     def _ts(ts: int | None) -> int:

@@ -494,7 +494,7 @@ class PersistenceManager:
         """The saver may take steps of its own now: no event was recorded for quiet_s, so
         no command is being recorded (the recording threads sleep, wait for I/O, or run
         Python between commands)."""
-        return time.time() - self._gate.recorded_at >= self.quiet_s
+        return time.monotonic() - self._gate.recorded_at >= self.quiet_s
 
     def _guarded(self, inst: SessionInstance, save: Callable[[SessionInstance], bool | None]) -> bool | None:
         """Run a save of the background saver and return what it returns, logging a
@@ -541,7 +541,7 @@ class PersistenceManager:
                 self._served += 1
             served = True
         if served:  # the threads that waited go on recording now
-            self._gate.recorded_at = time.time()
+            self._gate.recorded_at = time.monotonic()
         return served
 
     def _urgent_step(self, inst: SessionInstance) -> bool:
