@@ -53,10 +53,20 @@ def loop(store: str, options: dict[str, Any], interval: float, passes: int, stop
         totals["records_in"] += report.records_in
         totals["records_out"] += report.records_out
         totals["busy_s"] += t1 - t0
-        _emit({"pass": done, "t0": t0, "t1": t1, "duration_s": report.duration_s,
-               "bytes_in": report.bytes_in, "bytes_out": report.bytes_out,
-               "records_in": report.records_in, "records_out": report.records_out,
-               "segments_in": len(report.segments_in), "segments_out": len(report.segments_out)})
+        _emit(
+            {
+                "pass": done,
+                "t0": t0,
+                "t1": t1,
+                "duration_s": report.duration_s,
+                "bytes_in": report.bytes_in,
+                "bytes_out": report.bytes_out,
+                "records_in": report.records_in,
+                "records_out": report.records_out,
+                "segments_in": len(report.segments_in),
+                "segments_out": len(report.segments_out),
+            }
+        )
         if interval > 0:
             stop.wait(interval)
     return {"done": done, "busy_retries": busy, **totals}

@@ -96,9 +96,13 @@ class CorpusStats:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "sessions": self.sessions, "events": self.events, "states": self.checkpoints,
-            "receipts": self.receipts, "jsonl_mb": round(self.jsonl_bytes / 1e6, 2),
-            "index_mb": round(self.index_bytes / 1e6, 2), "corpus_build_s": round(self.build_s, 2),
+            "sessions": self.sessions,
+            "events": self.events,
+            "states": self.checkpoints,
+            "receipts": self.receipts,
+            "jsonl_mb": round(self.jsonl_bytes / 1e6, 2),
+            "index_mb": round(self.index_bytes / 1e6, 2),
+            "corpus_build_s": round(self.build_s, 2),
         }
 
 
@@ -118,29 +122,146 @@ def base_states() -> dict[str, dict[str, Any]]:
 
 # ------------------------------------------------------------------------ text
 _WORDS = (
-    "the", "a", "of", "to", "and", "in", "is", "that", "for", "it", "with", "on", "this", "function",
-    "list", "value", "returns", "each", "element", "recursive", "call", "argument", "environment",
-    "closure", "binding", "store", "continuation", "effect", "handler", "result", "evaluate", "symbol",
-    "number", "string", "lambda", "macro", "summary", "notes", "question", "answer", "example", "because",
-    "which", "then", "order", "invoice", "customer", "report", "table", "total", "average", "filter",
-    "map", "reduce", "sort", "group", "key", "field", "date",
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "with",
+    "on",
+    "this",
+    "function",
+    "list",
+    "value",
+    "returns",
+    "each",
+    "element",
+    "recursive",
+    "call",
+    "argument",
+    "environment",
+    "closure",
+    "binding",
+    "store",
+    "continuation",
+    "effect",
+    "handler",
+    "result",
+    "evaluate",
+    "symbol",
+    "number",
+    "string",
+    "lambda",
+    "macro",
+    "summary",
+    "notes",
+    "question",
+    "answer",
+    "example",
+    "because",
+    "which",
+    "then",
+    "order",
+    "invoice",
+    "customer",
+    "report",
+    "table",
+    "total",
+    "average",
+    "filter",
+    "map",
+    "reduce",
+    "sort",
+    "group",
+    "key",
+    "field",
+    "date",
 )
-_ODD_WORDS = ("café", "naïve", "Zürich", "日本語", "¿qué?", "Ελληνικά", "🙂", "a\u2028b", 'say "hi"',
-              "back\\slash", "tab\there", "two\nlines", "bell\x07", "del\x7f")
-_NAMES = ("x", "y", "n", "acc", "xs", "total", "rate", "items", "user", "cfg", "limit", "scores", "word",
-          "text", "k", "step", "depth", "memo", "queue", "seen")
-_FNS = ("sq", "fact", "fib", "inc", "twice", "compose", "avg", "clamp", "summarize", "ask", "tokenize",
-        "rank", "merge", "walk", "classify", "normalize")
+_ODD_WORDS = (
+    "café",
+    "naïve",
+    "Zürich",
+    "日本語",
+    "¿qué?",
+    "Ελληνικά",
+    "🙂",
+    "a\u2028b",
+    'say "hi"',
+    "back\\slash",
+    "tab\there",
+    "two\nlines",
+    "bell\x07",
+    "del\x7f",
+)
+_NAMES = (
+    "x",
+    "y",
+    "n",
+    "acc",
+    "xs",
+    "total",
+    "rate",
+    "items",
+    "user",
+    "cfg",
+    "limit",
+    "scores",
+    "word",
+    "text",
+    "k",
+    "step",
+    "depth",
+    "memo",
+    "queue",
+    "seen",
+)
+_FNS = (
+    "sq",
+    "fact",
+    "fib",
+    "inc",
+    "twice",
+    "compose",
+    "avg",
+    "clamp",
+    "summarize",
+    "ask",
+    "tokenize",
+    "rank",
+    "merge",
+    "walk",
+    "classify",
+    "normalize",
+)
 _OPS = ("+", "-", "*", "<", "=", ">=")
 _MODELS = ("mock-llm", "claude-sonnet-4", "claude-3-5-haiku", "gpt-4o-mini")
-_ODD_NUMBERS = (0.1 + 0.2, 3.5e-7, 1e-7, 0.000001, 1e21, 123456789012345680000.0, 1.7976931348623157e308,
-                -0.0, 2.5e-324 * 2, 10000000000000000.0, -1.5e-9, 1 / 3)
-_STACK = ("Error: {msg}\n    at stepOnce (/home/user/Omega/src/core/eval/machineStep.ts:841:39)\n"
-          "    at runToCompletionWithState (/home/user/Omega/src/core/eval/run.ts:77:17)\n"
-          "    at evalInRepl (/home/user/Omega/bin/omega-repl.ts:1395:46)\n"
-          "    at processReplCommand (/home/user/Omega/bin/omega-repl.ts:2878:59)\n"
-          "    at main (/home/user/Omega/bin/omega-repl.ts:3086:57)\n"
-          "    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)")
+_ODD_NUMBERS = (
+    0.1 + 0.2,
+    3.5e-7,
+    1e-7,
+    0.000001,
+    1e21,
+    123456789012345680000.0,
+    1.7976931348623157e308,
+    -0.0,
+    2.5e-324 * 2,
+    10000000000000000.0,
+    -1.5e-9,
+    1 / 3,
+)
+_STACK = (
+    "Error: {msg}\n    at stepOnce (/home/user/Omega/src/core/eval/machineStep.ts:841:39)\n"
+    "    at runToCompletionWithState (/home/user/Omega/src/core/eval/run.ts:77:17)\n"
+    "    at evalInRepl (/home/user/Omega/bin/omega-repl.ts:1395:46)\n"
+    "    at processReplCommand (/home/user/Omega/bin/omega-repl.ts:2878:59)\n"
+    "    at main (/home/user/Omega/bin/omega-repl.ts:3086:57)\n"
+    "    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)"
+)
 
 
 def js_slice(s: str, n: int = PREVIEW) -> str:
@@ -211,8 +332,14 @@ class SessionGen:
         self.events.append(event)
         return event
 
-    def checkpoint(self, d: int, reason: str, control: dict[str, Any], kont: list[Any] | None = None,
-                   handlers: list[Any] | None = None) -> None:
+    def checkpoint(
+        self,
+        d: int,
+        reason: str,
+        control: dict[str, Any],
+        kont: list[Any] | None = None,
+        handlers: list[Any] | None = None,
+    ) -> None:
         seq = len(self.events)
         state_id = f"state-{seq}"
         self.states[state_id] = self.state(control, kont, handlers)
@@ -294,13 +421,27 @@ class SessionGen:
             fn, p, op = f"{r.choice(_FNS)}{r.randrange(100)}", r.choice(_NAMES), r.choice(_OPS)
             code = f"(define ({fn} {p}) ({op} {p} (if (< {p} {r.randrange(10)}) {p} ({op} {p} 1))))"
             param = f"{p}$bid#{self.bid + 1}"
-            body = {"tag": "App", "fn": {"tag": "Var", "name": op},
-                    "args": [{"tag": "Var", "name": param},
-                             {"tag": "If", "test": {"tag": "App", "fn": {"tag": "Var", "name": "<"},
-                                                    "args": [{"tag": "Var", "name": param}, {"tag": "Num", "n": 3}]},
-                              "then": {"tag": "Var", "name": param},
-                              "else": {"tag": "App", "fn": {"tag": "Var", "name": op},
-                                       "args": [{"tag": "Var", "name": param}, {"tag": "Num", "n": 1}]}}]}
+            body = {
+                "tag": "App",
+                "fn": {"tag": "Var", "name": op},
+                "args": [
+                    {"tag": "Var", "name": param},
+                    {
+                        "tag": "If",
+                        "test": {
+                            "tag": "App",
+                            "fn": {"tag": "Var", "name": "<"},
+                            "args": [{"tag": "Var", "name": param}, {"tag": "Num", "n": 3}],
+                        },
+                        "then": {"tag": "Var", "name": param},
+                        "else": {
+                            "tag": "App",
+                            "fn": {"tag": "Var", "name": op},
+                            "args": [{"tag": "Var", "name": param}, {"tag": "Num", "n": 1}],
+                        },
+                    },
+                ],
+            }
             self.bind(fn, {"tag": "Closure", "params": [param], "body": body, "envId": self.closure_env})
             value, control = fn, {"tag": "Val", "v": {"tag": "Unit"}}
         elif kind < 0.6:
@@ -311,13 +452,15 @@ class SessionGen:
             value, control = name, {"tag": "Val", "v": {"tag": "Unit"}}
         else:
             a, b = r.choice(_NAMES), r.choice(_NAMES)
-            code = r.choice((
-                f"(map (lambda (v) (* v {r.randrange(2, 9)})) (list {a} {b} {r.randrange(100)}))",
-                f"(reduce + 0 (filter even? (list {' '.join(str(r.randrange(50)) for _ in range(6))})))",
-                f"(set! {a} (+ {a} {r.randrange(1, 20)}))",
-                f"(let ((t (* {a} {b}))) (if (> t {r.randrange(1000)}) t (- t)))",
-                f"(/ {a} {r.choice(('3', '0.1', '7e-8', '1e21'))})",
-            ))
+            code = r.choice(
+                (
+                    f"(map (lambda (v) (* v {r.randrange(2, 9)})) (list {a} {b} {r.randrange(100)}))",
+                    f"(reduce + 0 (filter even? (list {' '.join(str(r.randrange(50)) for _ in range(6))})))",
+                    f"(set! {a} (+ {a} {r.randrange(1, 20)}))",
+                    f"(let ((t (* {a} {b}))) (if (> t {r.randrange(1000)}) t (- t)))",
+                    f"(/ {a} {r.choice(('3', '0.1', '7e-8', '1e21'))})",
+                )
+            )
             v = self.number()
             value, control = js_number(v), {"tag": "Val", "v": {"tag": "Num", "n": v}}
         n_steps = r.randrange(1, 9)
@@ -325,8 +468,12 @@ class SessionGen:
         if n_steps >= 6:  # a long command: the machine also checkpoints periodically
             half = n_steps // 2
             self.steps(code, half)
-            self.checkpoint(self.events[-1]["d"], "periodic", {"tag": "Expr", "src": _subforms(code)[-1]},
-                            kont=[{"tag": "KApp", "pending": n_steps - half, "envId": self.env_id}])
+            self.checkpoint(
+                self.events[-1]["d"],
+                "periodic",
+                {"tag": "Expr", "src": _subforms(code)[-1]},
+                kont=[{"tag": "KApp", "pending": n_steps - half, "envId": self.env_id}],
+            )
             self.steps(code, n_steps - half)
         else:
             self.steps(code, n_steps)
@@ -359,8 +506,13 @@ class SessionGen:
         req = self.emit("llm_req", d=1, model=model, promptPreview=js_slice(args), receiptKey=key)
         self.ts += duration
         self.emit("llm_resp", d=1, valuePreview=js_slice(content), tokens=tokens, durationMs=duration, receiptKey=key)
-        receipt: dict[str, Any] = {"key": key, "request": request, "response": {"content": content},
-                                   "timestamp": req["ts"], "durationMs": duration}
+        receipt: dict[str, Any] = {
+            "key": key,
+            "request": request,
+            "response": {"content": content},
+            "timestamp": req["ts"],
+            "durationMs": duration,
+        }
         if tokens is not None:
             receipt["tokens"] = tokens
         self.receipts[key] = receipt  # a key seen before keeps its place, takes the new value
@@ -381,8 +533,12 @@ class SessionGen:
         self.steps(code, r.randrange(1, 3))
         self.emit("effect", d=1, op="file.read", argsPreview=js_slice(stringify([path])))
         value = {"tag": "Str", "s": text[:100]}
-        self.checkpoint(1, "effect", {"tag": "Val", "v": value},
-                        kont=[{"tag": "KEffect", "op": "file.read", "resumeId": f"e{self.commands}"}])
+        self.checkpoint(
+            1,
+            "effect",
+            {"tag": "Val", "v": value},
+            kont=[{"tag": "KEffect", "op": "file.read", "resumeId": f"e{self.commands}"}],
+        )
         self.emit("resume", d=1, valuePreview=js_slice(text))
         self.emit("result", value=stringify(text[:100]))
         self.checkpoint(0, "manual", {"tag": "Val", "v": value})
@@ -438,17 +594,21 @@ def render(header_id: str, created: str, gen: SessionGen, index_id: str | None =
     index = {
         "sessionId": index_id or header_id,
         "eventCount": limit,
-        "checkpoints": [{"seq": e["seq"], "byteOffset": offsets[e["seq"]], "stateId": e["stateId"],
-                         "reason": e["reason"]} for e in cps],
+        "checkpoints": [
+            {"seq": e["seq"], "byteOffset": offsets[e["seq"]], "stateId": e["stateId"], "reason": e["reason"]}
+            for e in cps
+        ],
         "states": {e["stateId"]: gen.states[e["stateId"]] for e in cps},
         "receipts": {k: gen.receipts[k] for k in gen.receipts if k in receipt_keys},
     }
-    return SessionFiles(b"".join(lines), stringify(index, 2).encode("utf-8"), len(gen.events), len(cps),
-                        len(index["receipts"]), lone)
+    return SessionFiles(
+        b"".join(lines), stringify(index, 2).encode("utf-8"), len(gen.events), len(cps), len(index["receipts"]), lone
+    )
 
 
-def _generate(seed: str, ts0: int, n_commands: int, fork_at: int | None = None, fork_seed: str = "",
-              interrupted: bool = False) -> SessionGen:
+def _generate(
+    seed: str, ts0: int, n_commands: int, fork_at: int | None = None, fork_seed: str = "", interrupted: bool = False
+) -> SessionGen:
     gen = SessionGen(seed, ts0)
     for i in range(n_commands):
         if fork_at is not None and i == fork_at:  # the fork goes its own way from here

@@ -56,25 +56,45 @@ SCALES = {
     # Segments are smaller than the 64 MiB default so that the small datasets
     # still span several sealed segments plus an active one, like the full ones.
     "small": Scale(
-        name="small", rounds=5,
-        bulk_events=100_000, jsonl_events=10_000,
-        durable_threads=8, durable_per_thread=200, durable_single=400, sqlite_per_thread=40,
-        read_events=200_000, read_segment_bytes=8 << 20, get_keys=50_000,
-        open_events=250_000, open_segment_bytes=8 << 20, crash_tail_bytes=4 << 20,
+        name="small",
+        rounds=5,
+        bulk_events=100_000,
+        jsonl_events=10_000,
+        durable_threads=8,
+        durable_per_thread=200,
+        durable_single=400,
+        sqlite_per_thread=40,
+        read_events=200_000,
+        read_segment_bytes=8 << 20,
+        get_keys=50_000,
+        open_events=250_000,
+        open_segment_bytes=8 << 20,
+        crash_tail_bytes=4 << 20,
     ),
     "full": Scale(
-        name="full", rounds=5,
-        bulk_events=1_000_000, jsonl_events=100_000,
-        durable_threads=8, durable_per_thread=2_000, durable_single=3_000, sqlite_per_thread=400,
-        read_events=1_000_000, read_segment_bytes=64 << 20, get_keys=200_000,
-        open_events=6_000_000, open_segment_bytes=64 << 20, crash_tail_bytes=32 << 20,
+        name="full",
+        rounds=5,
+        bulk_events=1_000_000,
+        jsonl_events=100_000,
+        durable_threads=8,
+        durable_per_thread=2_000,
+        durable_single=3_000,
+        sqlite_per_thread=400,
+        read_events=1_000_000,
+        read_segment_bytes=64 << 20,
+        get_keys=200_000,
+        open_events=6_000_000,
+        open_segment_bytes=64 << 20,
+        crash_tail_bytes=32 << 20,
     ),
 }
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--bench-scale", choices=sorted(SCALES), default=os.environ.get("SEGLOG_BENCH_SCALE", "small"),
+        "--bench-scale",
+        choices=sorted(SCALES),
+        default=os.environ.get("SEGLOG_BENCH_SCALE", "small"),
         help="benchmark data sizes: small (default, ~1-2 min) or full (1M-event get, 6M-event / 1 GiB open)",
     )
 
@@ -198,10 +218,13 @@ def read_dataset(scale: Scale, bench_tmp: str) -> ReadDataset:
     pack = msgpack.Packer(use_bin_type=True).pack
     try:
         with contextlib.ExitStack() as stack:
-            files = {s: stack.enter_context(open(os.path.join(jsonl_dir, workload.stream_name(s) + ".jsonl"), "wb"))
-                     for s in scan_streams}
+            files = {
+                s: stack.enter_context(open(os.path.join(jsonl_dir, workload.stream_name(s) + ".jsonl"), "wb"))
+                for s in scan_streams
+            }
             store = stack.enter_context(
-                engine.open(seg_path, durability="process", segment_bytes=scale.read_segment_bytes))
+                engine.open(seg_path, durability="process", segment_bytes=scale.read_segment_bytes)
+            )
             names = [workload.stream_name(i) for i in range(workload.N_STREAMS)]
             for batch in workload.batches(scale.read_events):
                 s, _first, evs = batch
@@ -215,8 +238,15 @@ def read_dataset(scale: Scale, bench_tmp: str) -> ReadDataset:
         if env is not None:
             env.sync(True)
             env.close()
-    return ReadDataset(scale.read_events, scale.read_events // workload.N_STREAMS, seg_path, lmdb_path,
-                       jsonl_dir, scan_streams, time.perf_counter() - t0)
+    return ReadDataset(
+        scale.read_events,
+        scale.read_events // workload.N_STREAMS,
+        seg_path,
+        lmdb_path,
+        jsonl_dir,
+        scan_streams,
+        time.perf_counter() - t0,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -312,9 +342,18 @@ def crash_dataset(scale: Scale, bench_tmp: str, open_dataset: OpenDataset) -> Cr
     os.makedirs(os.path.dirname(path))
     copy_store(open_dataset.path, path)
     child = subprocess.Popen(
-        [sys.executable, "-c", _CRASH_CHILD, BENCH_DIR, path, str(open_dataset.events), str(scale.crash_tail_bytes),
-         str(scale.open_segment_bytes)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            _CRASH_CHILD,
+            BENCH_DIR,
+            path,
+            str(open_dataset.events),
+            str(scale.crash_tail_bytes),
+            str(scale.open_segment_bytes),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = child.stdout.readline() if child.stdout else ""
@@ -329,5 +368,10 @@ def crash_dataset(scale: Scale, bench_tmp: str, open_dataset: OpenDataset) -> Cr
         raise RuntimeError(f"crash child failed before writing (said {line!r})") from None
     with open(os.path.join(path, "MANIFEST"), "rb") as f:
         active = json.load(f)["segments"][-1]
-    return CrashDataset(path, open_dataset.events + said["events"], said["events"], said["tail_bytes"],
-                        os.path.getsize(os.path.join(path, f"{active:020d}.seg")))
+    return CrashDataset(
+        path,
+        open_dataset.events + said["events"],
+        said["events"],
+        said["tail_bytes"],
+        os.path.getsize(os.path.join(path, f"{active:020d}.seg")),
+    )

@@ -75,8 +75,16 @@ def _preview(text: str) -> str:
 class LegacyWriter:
     """One session written the legacy way into ``<directory>/sessions/``."""
 
-    def __init__(self, directory: str, name: str, session_id: str | None = None, created: str | None = None,
-                 *, encoder: str = "json", clock: Callable[[], int] = _now_ms) -> None:
+    def __init__(
+        self,
+        directory: str,
+        name: str,
+        session_id: str | None = None,
+        created: str | None = None,
+        *,
+        encoder: str = "json",
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
         self.name = name
         self.use_encoder(encoder)
         self._clock = clock
@@ -86,14 +94,20 @@ class LegacyWriter:
         self.jsonl_path = os.path.join(sessions, f"{name}.jsonl")
         self.index_path = os.path.join(sessions, f"{name}.index.json")
         sid = session_id if session_id is not None else name
-        self.index: dict[str, Any] = {"sessionId": sid, "eventCount": 0, "checkpoints": [], "states": {},
-                                      "receipts": {}}
+        self.index: dict[str, Any] = {
+            "sessionId": sid,
+            "eventCount": 0,
+            "checkpoints": [],
+            "states": {},
+            "receipts": {},
+        }
         self.size = 0  # bytes of the .jsonl so far (byteOffset of the next line)
         self._bulk: bytearray | None = None
         self.index_writes = 0
         open(self.jsonl_path, "wb").close()
-        self._append({"type": "session", "version": 1, "id": sid,
-                      "created": created if created is not None else _iso_now()})
+        self._append(
+            {"type": "session", "version": 1, "id": sid, "created": created if created is not None else _iso_now()}
+        )
 
     def use_encoder(self, encoder: str) -> None:
         """Serialize with ``encoder`` from now on (both write the same bytes)."""
@@ -159,29 +173,54 @@ class LegacyWriter:
     def checkpoint(self, d: int, reason: str, state: Any, ts: int | None = None) -> str:
         seq = self.index["eventCount"]
         state_id = f"state-{seq}"
-        _, offset = self._event({"seq": 0, "ts": 0, "type": "checkpoint", "d": d, "reason": reason,
-                                 "stateId": state_id}, ts)
+        _, offset = self._event(
+            {"seq": 0, "ts": 0, "type": "checkpoint", "d": d, "reason": reason, "stateId": state_id}, ts
+        )
         self.index["checkpoints"].append({"seq": seq, "byteOffset": offset, "stateId": state_id, "reason": reason})
         self.index["states"][state_id] = state
         self._write_index()
         return state_id
 
     def llm_req(self, d: int, model: str, prompt_preview: str, receipt_key: str, ts: int | None = None) -> int:
-        return self._event({"seq": 0, "ts": 0, "type": "llm_req", "d": d, "model": model,
-                            "promptPreview": _preview(prompt_preview), "receiptKey": receipt_key}, ts)[0]
+        return self._event(
+            {
+                "seq": 0,
+                "ts": 0,
+                "type": "llm_req",
+                "d": d,
+                "model": model,
+                "promptPreview": _preview(prompt_preview),
+                "receiptKey": receipt_key,
+            },
+            ts,
+        )[0]
 
-    def llm_resp(self, d: int, value_preview: str, duration_ms: int, receipt_key: str, *, request: Any,
-                 response: Any, timestamp: int | None = None, tokens: Any = None, ts: int | None = None) -> int:
-        event: dict[str, Any] = {"seq": 0, "ts": 0, "type": "llm_resp", "d": d,
-                                 "valuePreview": _preview(value_preview)}
+    def llm_resp(
+        self,
+        d: int,
+        value_preview: str,
+        duration_ms: int,
+        receipt_key: str,
+        *,
+        request: Any,
+        response: Any,
+        timestamp: int | None = None,
+        tokens: Any = None,
+        ts: int | None = None,
+    ) -> int:
+        event: dict[str, Any] = {"seq": 0, "ts": 0, "type": "llm_resp", "d": d, "valuePreview": _preview(value_preview)}
         if tokens is not None:
             event["tokens"] = tokens
         event["durationMs"] = duration_ms
         event["receiptKey"] = receipt_key
         seq, _ = self._event(event, ts)
-        receipt: dict[str, Any] = {"key": receipt_key, "request": request, "response": response,
-                                   "timestamp": event["ts"] if timestamp is None else timestamp,
-                                   "durationMs": duration_ms}
+        receipt: dict[str, Any] = {
+            "key": receipt_key,
+            "request": request,
+            "response": response,
+            "timestamp": event["ts"] if timestamp is None else timestamp,
+            "durationMs": duration_ms,
+        }
         if tokens is not None:
             receipt["tokens"] = tokens
         self.index["receipts"][receipt_key] = receipt
@@ -189,12 +228,14 @@ class LegacyWriter:
         return seq
 
     def effect(self, d: int, op: str, args_preview: str, ts: int | None = None) -> int:
-        return self._event({"seq": 0, "ts": 0, "type": "effect", "d": d, "op": op,
-                            "argsPreview": _preview(args_preview)}, ts)[0]
+        return self._event(
+            {"seq": 0, "ts": 0, "type": "effect", "d": d, "op": op, "argsPreview": _preview(args_preview)}, ts
+        )[0]
 
     def resume(self, d: int, value_preview: str, ts: int | None = None) -> int:
-        return self._event({"seq": 0, "ts": 0, "type": "resume", "d": d,
-                            "valuePreview": _preview(value_preview)}, ts)[0]
+        return self._event({"seq": 0, "ts": 0, "type": "resume", "d": d, "valuePreview": _preview(value_preview)}, ts)[
+            0
+        ]
 
     def result(self, value: str, ts: int | None = None) -> int:
         seq, _ = self._event({"seq": 0, "ts": 0, "type": "result", "value": value}, ts)

@@ -197,8 +197,7 @@ class JsonlBulk(BulkWriter):
 
 def bulk_writer(peer: str, path: str, n_streams: int) -> BulkWriter:
     require(peer)
-    cls = {"seglog": SeglogBulk, "lmdb": LmdbBulk, "sqlite": SqliteBulk, "rocksdb": RocksBulk,
-           "jsonl": JsonlBulk}[peer]
+    cls = {"seglog": SeglogBulk, "lmdb": LmdbBulk, "sqlite": SqliteBulk, "rocksdb": RocksBulk, "jsonl": JsonlBulk}[peer]
     return cls(path, n_streams)
 
 
@@ -206,8 +205,9 @@ def bulk_writer(peer: str, path: str, n_streams: int) -> BulkWriter:
 class DurableWriter:
     """``run()`` appends every thread's events and waits for all of them to be durable."""
 
-    def __init__(self, path: str, threads: int, per_thread: int, streams_per_thread: int,
-                 events: Sequence[dict[str, Any]]) -> None:
+    def __init__(
+        self, path: str, threads: int, per_thread: int, streams_per_thread: int, events: Sequence[dict[str, Any]]
+    ) -> None:
         self.threads = threads
         self.per_thread = per_thread
         self.streams_per_thread = streams_per_thread
@@ -243,11 +243,13 @@ class DurableWriter:
 class SeglogDurable(DurableWriter):
     """durability="power": each append returns once fsync'd (group commit across threads)."""
 
-    def __init__(self, path: str, threads: int, per_thread: int, streams_per_thread: int,
-                 events: Sequence[dict[str, Any]]) -> None:
+    def __init__(
+        self, path: str, threads: int, per_thread: int, streams_per_thread: int, events: Sequence[dict[str, Any]]
+    ) -> None:
         super().__init__(path, threads, per_thread, streams_per_thread, events)
-        self.names = [[stream_name(t * streams_per_thread + j) for j in range(streams_per_thread)]
-                      for t in range(threads)]
+        self.names = [
+            [stream_name(t * streams_per_thread + j) for j in range(streams_per_thread)] for t in range(threads)
+        ]
         # Create the streams without an fsync each, then reopen in power mode.
         with engine.open(path, durability="process") as store:
             for group in self.names:
@@ -271,8 +273,9 @@ class SeglogDurable(DurableWriter):
 class SqliteDurable(DurableWriter):
     """WAL, synchronous=FULL, a connection per thread, one INSERT + COMMIT per event."""
 
-    def __init__(self, path: str, threads: int, per_thread: int, streams_per_thread: int,
-                 events: Sequence[dict[str, Any]]) -> None:
+    def __init__(
+        self, path: str, threads: int, per_thread: int, streams_per_thread: int, events: Sequence[dict[str, Any]]
+    ) -> None:
         super().__init__(path, threads, per_thread, streams_per_thread, events)
         os.makedirs(path, exist_ok=True)
         self.db = os.path.join(path, "events.db")
@@ -296,8 +299,9 @@ class SqliteDurable(DurableWriter):
             c.close()
 
 
-def durable_writer(peer: str, path: str, threads: int, per_thread: int, streams_per_thread: int,
-                   events: Sequence[dict[str, Any]]) -> DurableWriter:
+def durable_writer(
+    peer: str, path: str, threads: int, per_thread: int, streams_per_thread: int, events: Sequence[dict[str, Any]]
+) -> DurableWriter:
     require(peer)
     if peer.startswith("seglog"):
         return SeglogDurable(path, threads, per_thread, streams_per_thread, events)

@@ -74,6 +74,7 @@ def prof_append(tmp: str, n: int, top: int) -> None:
         def go() -> None:
             for s, _f, evs in batches:
                 store.append_batch(names[s], evs)
+
         return go
 
     times = []
@@ -94,8 +95,7 @@ def prof_get(tmp: str, n: int, top: int) -> None:
     _build(path, n)
     per_stream = n // workload.N_STREAMS
     rng = random.Random(1)
-    keys = [(workload.stream_name(rng.randrange(workload.N_STREAMS)), rng.randrange(per_stream))
-            for _ in range(50_000)]
+    keys = [(workload.stream_name(rng.randrange(workload.N_STREAMS)), rng.randrange(per_stream)) for _ in range(50_000)]
     with engine.open(path) as store:
         get = store.get
 
@@ -134,8 +134,10 @@ def prof_scan(tmp: str, n: int, top: int) -> None:
         t_js = _per(lambda: [parse() for _ in range(reps)], reps * per_stream)
         packed = msgpack.packb(evs)
         t_mp = _per(lambda: [msgpack.unpackb(packed) for _ in range(reps)], reps * per_stream)
-        print(f"scan: seglog {t_seg:.3f} us/event, JSONL+orjson {t_js:.3f} us/event, "
-              f"msgpack.unpackb of the same events as one array {t_mp:.3f} us/event")
+        print(
+            f"scan: seglog {t_seg:.3f} us/event, JSONL+orjson {t_js:.3f} us/event, "
+            f"msgpack.unpackb of the same events as one array {t_mp:.3f} us/event"
+        )
         _profile(lambda: [list(store.scan(name)) for _ in range(reps)], top)
 
 
@@ -173,8 +175,10 @@ def prof_durable(tmp: str, n: int, top: int) -> None:
             dt = time.perf_counter() - t0
             store.close()
             k = threads * per
-            print(f"{threads} thread(s): {k / dt:,.0f} events/s, {k / max(acc['n'], 1):.2f} events/fsync, "
-                  f"{acc['t'] / dt:.0%} of wall time in fdatasync ({acc['t'] / max(acc['n'], 1) * 1e6:.0f} us each)")
+            print(
+                f"{threads} thread(s): {k / dt:,.0f} events/s, {k / max(acc['n'], 1):.2f} events/fsync, "
+                f"{acc['t'] / dt:.0%} of wall time in fdatasync ({acc['t'] / max(acc['n'], 1) * 1e6:.0f} us each)"
+            )
     finally:
         committer.os.fdatasync = real
 

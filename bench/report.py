@@ -154,8 +154,9 @@ def render(doc: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str, bool]:
         "| benchmark | impl | events/round | rounds | median | IQR | events/s | seglog vs this |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in sorted(rows, key=lambda r: (r["group"], r["bench"], r["impl"] != _BASE.get(r["bench"], "seglog"),
-                                         r["impl"])):
+    for r in sorted(
+        rows, key=lambda r: (r["group"], r["bench"], r["impl"] != _BASE.get(r["bench"], "seglog"), r["impl"])
+    ):
         rate = r.get("events_per_s")
         base = _rate(results, r["bench"], _BASE.get(r["bench"], "seglog"))
         ratio = ""
@@ -195,25 +196,33 @@ def _notes(results: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     for impl in ("seglog_8threads", "seglog_1thread_fsync", "sqlite_full_8threads"):
         r = results.get(("durable", impl))
         if r and r.get("fsync_probe_us"):
-            notes.append(f"- durable, {impl}: a 200-byte append + fdatasync took {r['fsync_probe_us']} us "
-                         "before each round (a wide spread means a noisy disk: rerun when it is quiet)")
+            notes.append(
+                f"- durable, {impl}: a 200-byte append + fdatasync took {r['fsync_probe_us']} us "
+                "before each round (a wide spread means a noisy disk: rerun when it is quiet)"
+            )
     o = results.get(("open", "seglog"))
     if o:
-        notes.append(f"- open: {o.get('events', 0):,} events, {o.get('bytes_on_disk', 0) / MiB:,.0f} MiB on disk, "
-                     f"{o.get('segments', '?')} segments")
+        notes.append(
+            f"- open: {o.get('events', 0):,} events, {o.get('bytes_on_disk', 0) / MiB:,.0f} MiB on disk, "
+            f"{o.get('segments', '?')} segments"
+        )
     c = results.get(("open_after_crash", "seglog"))
     if c:
-        notes.append(f"- open after SIGKILL: {_fmt_time(c['median'])} median; the killed writer appended "
-                     f"{c.get('tail_events', 0):,} events, leaving {c.get('tail_bytes', 0) / MiB:,.1f} MiB unindexed "
-                     f"at the end of a {c.get('active_segment_bytes', 0) / MiB:,.1f} MiB active segment "
-                     "(no target set; informational)")
+        notes.append(
+            f"- open after SIGKILL: {_fmt_time(c['median'])} median; the killed writer appended "
+            f"{c.get('tail_events', 0):,} events, leaving {c.get('tail_bytes', 0) / MiB:,.1f} MiB unindexed "
+            f"at the end of a {c.get('active_segment_bytes', 0) / MiB:,.1f} MiB active segment "
+            "(no target set; informational)"
+        )
     m = results.get(("memory", "seglog"))
     if m and "peak_rss_mb" in m:
         end = m.get("at_end", {})
-        notes.append(f"- memory: peak RSS {m['peak_rss_mb']} MB (interpreter + imports "
-                     f"{m.get('baseline_rss_mb', '?')} MB; at the end RssAnon {end.get('RssAnon', '?')} MB, "
-                     f"RssFile {end.get('RssFile', '?')} MB); open {m.get('open_s', '?')} s, "
-                     f"{m.get('gets', '?')} gets + {m.get('scanned', '?')} scanned events in {m.get('read_s', '?')} s")
+        notes.append(
+            f"- memory: peak RSS {m['peak_rss_mb']} MB (interpreter + imports "
+            f"{m.get('baseline_rss_mb', '?')} MB; at the end RssAnon {end.get('RssAnon', '?')} MB, "
+            f"RssFile {end.get('RssFile', '?')} MB); open {m.get('open_s', '?')} s, "
+            f"{m.get('gets', '?')} gets + {m.get('scanned', '?')} scanned events in {m.get('read_s', '?')} s"
+        )
     return notes
 
 
@@ -296,8 +305,15 @@ def plot_session_cdf(rows: list[dict[str, Any]], path: str) -> bool:
                 pts = [(float(x), y) for x, y in pts if x]
                 if not pts:
                     continue
-                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colors[lab], ms=4, lw=0.8,
-                        label=f"{lab} (p50/p90/p99/max)" if k == 0 else None)
+                ax.plot(
+                    [x for x, _ in pts],
+                    [y for _, y in pts],
+                    "o-",
+                    color=colors[lab],
+                    ms=4,
+                    lw=0.8,
+                    label=f"{lab} (p50/p90/p99/max)" if k == 0 else None,
+                )
                 lo, hi = min(lo, pts[0][0]), max(hi, pts[-1][0])
         ax.axvline(SESSION_P99_TARGET_US, color="0.4", ls=":", lw=1)
         ax.axhline(0.99, color="0.4", ls=":", lw=1)
@@ -318,8 +334,11 @@ def plot_session_cdf(rows: list[dict[str, Any]], path: str) -> bool:
         ax.set_yticks(ticks, [f"{t * 100:g}%" for t in ticks])
         ax.yaxis.set_minor_locator(plt.NullLocator())
     note = "" if any(r["impl"] != "seglog" for r in rows) else "; no legacy writer results in the input"
-    fig.suptitle(f"Session layer: cost of recording one command ({_runs_note(rows)}{note}); "
-                 f"dotted: p99 and the {SESSION_P99_TARGET_US:g} µs p99 target", fontsize=10)
+    fig.suptitle(
+        f"Session layer: cost of recording one command ({_runs_note(rows)}{note}); "
+        f"dotted: p99 and the {SESSION_P99_TARGET_US:g} µs p99 target",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -328,8 +347,11 @@ def plot_session_cdf(rows: list[dict[str, Any]], path: str) -> bool:
 
 def plot_engine_throughput(rows: list[dict[str, Any]], path: str) -> bool:
     """events/s of seglog and the peers, one panel per benchmark."""
-    benches = [(b, title) for b, title in _THROUGHPUT_BENCHES
-               if any(r.get("bench") == b and r.get("events_per_s") for r in rows)]
+    benches = [
+        (b, title)
+        for b, title in _THROUGHPUT_BENCHES
+        if any(r.get("bench") == b and r.get("events_per_s") for r in rows)
+    ]
     if not benches:
         return False
     plt = _pyplot()
@@ -344,8 +366,9 @@ def plot_engine_throughput(rows: list[dict[str, Any]], path: str) -> bool:
         order = sorted(rates, key=lambda i: (i != base, not i.startswith("seglog"), -med[i]))
         panels.append((b, title, base, order, rates, med))
     heights = [len(p[3]) + 1.2 for p in panels]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.9 + 0.38 * sum(heights)), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(9, 0.9 + 0.38 * sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
     for ax, (_b, title, base, order, rates, med) in zip(axes[:, 0], panels, strict=True):
         ys = list(range(len(order)))[::-1]
         colors = ["C0" if impl.startswith("seglog") else "C7" for impl in order]
@@ -405,8 +428,7 @@ def plot_compaction(rows: list[dict[str, Any]], path: str) -> bool:
             held = [x / MiB for x in s.get("held_deleted_bytes") or []]
             if any(held):
                 ax.plot(t, held, color="C3", lw=0.8, label="deleted files still held open")
-        ratio = [(x, d / lv) for x, d, lv in zip(t, s["disk_bytes"], s["live_bytes"], strict=True)
-                 if lv >= 4 * MiB]
+        ratio = [(x, d / lv) for x, d, lv in zip(t, s["disk_bytes"], s["live_bytes"], strict=True) if lv >= 4 * MiB]
         axr.plot([x for x, _ in ratio], [y for _, y in ratio], color=f"C{k}", lw=1.0)
     passes = main.get("pass_series") or []
     for a in (ax, axr):
@@ -415,8 +437,15 @@ def plot_compaction(rows: list[dict[str, Any]], path: str) -> bool:
     t = main["series"]["t_s"]
     if t:
         axr.axvspan(t[-1] / 2, t[-1], color="0.5", alpha=0.08, lw=0)
-        axr.text(t[-1] * 0.51, 0.97, "steady state (2nd half of the run)", fontsize=7.5, va="top", color="0.3",
-                 transform=axr.get_xaxis_transform())
+        axr.text(
+            t[-1] * 0.51,
+            0.97,
+            "steady state (2nd half of the run)",
+            fontsize=7.5,
+            va="top",
+            color="0.3",
+            transform=axr.get_xaxis_transform(),
+        )
     axr.axhline(CHURN_TARGET_RATIO, color="0.3", ls=":", lw=1)
     total = f" of {main['passes_total']}" if main.get("passes_total") else ""
     ax.plot([], [], color="C2", alpha=0.4, lw=6, label=f"compaction pass with inputs ({len(passes)}{total})")
@@ -427,8 +456,10 @@ def plot_compaction(rows: list[dict[str, Any]], path: str) -> bool:
     axr.set_xlabel("time (s)")
     axr.grid(True, alpha=0.3)
     axr.set_ylim(bottom=0.9)
-    figs = (f"steady state {main.get('steady_mean_ratio', '?')}x live on average "
-            f"(target <= {CHURN_TARGET_RATIO:g}x), peak {main.get('peak_disk_bytes', 0) / MiB:,.0f} MiB")
+    figs = (
+        f"steady state {main.get('steady_mean_ratio', '?')}x live on average "
+        f"(target <= {CHURN_TARGET_RATIO:g}x), peak {main.get('peak_disk_bytes', 0) / MiB:,.0f} MiB"
+    )
     without = "" if len(runs) > 1 else "; no run without a compactor in the input"
     fig.suptitle(f"Bytes on disk under session churn ({_runs_note([main])}{without})\n{figs}", fontsize=10)
     fig.tight_layout()

@@ -81,12 +81,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t1 = time.perf_counter()
     pm.shutdown()
     return {
-        "peak_rss_mb": maxrss_mb(), "rss_at_start_mb": at_start, "baseline": baseline, "in_pool": in_pool,
-        "sessions": args.sessions, "commands": args.commands, "events": events, "pooled": pooled,
-        "duty": args.duty, "max_pending_changes": max_pending, "pending_at_end": pending_at_end,
-        "peak_rss_before_force_save_mb": peak_before_save, "record_s": round(record_s, 3),
+        "peak_rss_mb": maxrss_mb(),
+        "rss_at_start_mb": at_start,
+        "baseline": baseline,
+        "in_pool": in_pool,
+        "sessions": args.sessions,
+        "commands": args.commands,
+        "events": events,
+        "pooled": pooled,
+        "duty": args.duty,
+        "max_pending_changes": max_pending,
+        "pending_at_end": pending_at_end,
+        "peak_rss_before_force_save_mb": peak_before_save,
+        "record_s": round(record_s, 3),
         "shutdown_s": round(time.perf_counter() - t1, 3),
-        "saves": saves, "bytes_on_disk": disk, "engine": os.path.dirname(engine.__file__),
+        "saves": saves,
+        "bytes_on_disk": disk,
+        "engine": os.path.dirname(engine.__file__),
     }
 
 
@@ -96,8 +107,12 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=100)
     ap.add_argument("--commands", type=int, default=1000)
     ap.add_argument("--save-interval", type=float, default=0.1)
-    ap.add_argument("--duty", type=float, default=0.5,
-                    help="fraction of the time spent recording (the rest idle, one sleep per round); 1 = flat out")
+    ap.add_argument(
+        "--duty",
+        type=float,
+        default=0.5,
+        help="fraction of the time spent recording (the rest idle, one sleep per round); 1 = flat out",
+    )
     args = ap.parse_args()
     pid = os.fork()
     if pid:

@@ -52,18 +52,119 @@ PREVIEW = 200
 
 _MODELS = ("claude-sonnet-4", "claude-3-5-haiku", "gpt-4o-mini")
 _WORDS = (
-    "the", "a", "of", "to", "and", "in", "is", "that", "for", "it", "as", "with", "on", "be", "this",
-    "function", "list", "value", "returns", "each", "element", "recursive", "call", "argument",
-    "environment", "closure", "binding", "store", "continuation", "effect", "handler", "result",
-    "evaluate", "expression", "symbol", "number", "string", "predicate", "lambda", "macro", "define",
-    "summary", "notes", "user", "question", "answer", "example", "because", "which", "when", "then",
-    "first", "second", "next", "finally", "order", "invoice", "customer", "report", "table", "row",
-    "total", "average", "count", "filter", "map", "reduce", "sort", "group", "key", "field", "date",
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "with",
+    "on",
+    "be",
+    "this",
+    "function",
+    "list",
+    "value",
+    "returns",
+    "each",
+    "element",
+    "recursive",
+    "call",
+    "argument",
+    "environment",
+    "closure",
+    "binding",
+    "store",
+    "continuation",
+    "effect",
+    "handler",
+    "result",
+    "evaluate",
+    "expression",
+    "symbol",
+    "number",
+    "string",
+    "predicate",
+    "lambda",
+    "macro",
+    "define",
+    "summary",
+    "notes",
+    "user",
+    "question",
+    "answer",
+    "example",
+    "because",
+    "which",
+    "when",
+    "then",
+    "first",
+    "second",
+    "next",
+    "finally",
+    "order",
+    "invoice",
+    "customer",
+    "report",
+    "table",
+    "row",
+    "total",
+    "average",
+    "count",
+    "filter",
+    "map",
+    "reduce",
+    "sort",
+    "group",
+    "key",
+    "field",
+    "date",
 )
-_NAMES = ("x", "y", "n", "acc", "xs", "total", "rate", "items", "user", "cfg", "limit", "scores",
-          "word", "text", "k", "step", "depth", "memo", "queue", "seen")
-_FNS = ("sq", "fact", "fib", "inc", "twice", "compose", "avg", "clamp", "summarize", "ask",
-        "tokenize", "rank", "merge", "walk", "classify", "normalize")
+_NAMES = (
+    "x",
+    "y",
+    "n",
+    "acc",
+    "xs",
+    "total",
+    "rate",
+    "items",
+    "user",
+    "cfg",
+    "limit",
+    "scores",
+    "word",
+    "text",
+    "k",
+    "step",
+    "depth",
+    "memo",
+    "queue",
+    "seen",
+)
+_FNS = (
+    "sq",
+    "fact",
+    "fib",
+    "inc",
+    "twice",
+    "compose",
+    "avg",
+    "clamp",
+    "summarize",
+    "ask",
+    "tokenize",
+    "rank",
+    "merge",
+    "walk",
+    "classify",
+    "normalize",
+)
 _OPS = ("+", "-", "*", "<", "=", ">=")
 
 
@@ -137,8 +238,7 @@ def record(s: Any, cmd: Command) -> None:
     if llm is not None:
         s.effect(1, llm.op, llm.args_preview)
         s.llm_req(1, llm.model, llm.prompt_preview, llm.receipt_key)
-        s.llm_resp(1, llm.value_preview, llm.duration_ms, llm.receipt_key,
-                   request=llm.request, response=llm.response)
+        s.llm_resp(1, llm.value_preview, llm.duration_ms, llm.receipt_key, request=llm.request, response=llm.response)
         s.resume(1, llm.value_preview)
     for d, ctrl in cmd.steps_after:
         step(d, ctrl)
@@ -277,15 +377,30 @@ class SessionWorkload:
             p = r.choice(_NAMES)
             op = r.choice(_OPS)
             code = f"(define ({fn} {p}) ({op} {p} (if (< {p} {r.randrange(10)}) {p} ({op} {p} 1))))"
-            body = {"tag": "App", "fn": {"tag": "Var", "name": op},
-                    "args": [{"tag": "Var", "name": f"{p}$bid#{self._bid + 1}"},
-                             {"tag": "If", "test": {"tag": "App", "fn": {"tag": "Var", "name": "<"},
-                                                    "args": [{"tag": "Var", "name": p}, {"tag": "Num", "n": 3}]},
-                              "then": {"tag": "Var", "name": p},
-                              "else": {"tag": "App", "fn": {"tag": "Var", "name": op},
-                                       "args": [{"tag": "Var", "name": p}, {"tag": "Num", "n": 1}]}}]}
-            self._bind(fn, {"tag": "Closure", "params": [f"{p}$bid#{self._bid + 1}"], "body": body,
-                            "envId": self._closure_env})
+            body = {
+                "tag": "App",
+                "fn": {"tag": "Var", "name": op},
+                "args": [
+                    {"tag": "Var", "name": f"{p}$bid#{self._bid + 1}"},
+                    {
+                        "tag": "If",
+                        "test": {
+                            "tag": "App",
+                            "fn": {"tag": "Var", "name": "<"},
+                            "args": [{"tag": "Var", "name": p}, {"tag": "Num", "n": 3}],
+                        },
+                        "then": {"tag": "Var", "name": p},
+                        "else": {
+                            "tag": "App",
+                            "fn": {"tag": "Var", "name": op},
+                            "args": [{"tag": "Var", "name": p}, {"tag": "Num", "n": 1}],
+                        },
+                    },
+                ],
+            }
+            self._bind(
+                fn, {"tag": "Closure", "params": [f"{p}$bid#{self._bid + 1}"], "body": body, "envId": self._closure_env}
+            )
             return code, fn, {"tag": "Val", "v": {"tag": "Unit"}}
         # an expression (may set! a variable)
         a, b = r.choice(_NAMES), r.choice(_NAMES)
@@ -310,9 +425,14 @@ class SessionWorkload:
         content = self._words(content_len)
         key = hashlib.sha256(f"{self.seed}/{self.count}/{question}".encode()).hexdigest()
         llm = LlmCall(
-            op="infer.op", args_preview=compact([args])[:PREVIEW], model=r.choice(_MODELS),
-            prompt_preview=args[:PREVIEW], receipt_key=key, value_preview=content[:PREVIEW],
-            duration_ms=r.randrange(300, 6000), request={"op": "infer.op", "args": args},
+            op="infer.op",
+            args_preview=compact([args])[:PREVIEW],
+            model=r.choice(_MODELS),
+            prompt_preview=args[:PREVIEW],
+            receipt_key=key,
+            value_preview=content[:PREVIEW],
+            duration_ms=r.randrange(300, 6000),
+            request={"op": "infer.op", "args": args},
             response={"content": content},
         )
         self._bind(f"answer{self.count}", {"tag": "Str", "s": content[:PREVIEW]})

@@ -62,8 +62,14 @@ PEERS = {
 BASE = "seglog_1thread_fsync"
 
 #: Events per writer in one slice (a slice takes roughly 30-300 ms).
-PER_SLICE = {"seglog_async_64tasks": 20, "seglog_async_8tasks": 60, "seglog_1thread_fsync": 150,
-             "seglog_8threads": 60, "sqlite_full_64threads": 1, "sqlite_full_8threads": 6}
+PER_SLICE = {
+    "seglog_async_64tasks": 20,
+    "seglog_async_8tasks": 60,
+    "seglog_1thread_fsync": 150,
+    "seglog_8threads": 60,
+    "sqlite_full_64threads": 1,
+    "sqlite_full_8threads": 6,
+}
 #: Slices of every row in a round.
 SLICES = {"small": 5, "full": 20}
 
@@ -101,9 +107,11 @@ class Ticker:
 
 def stall_figures(late: list[float], prefix: str) -> dict[str, float]:
     late = sorted(late) or [0.0]
-    return {f"{prefix}_p50_ms": round(late[len(late) // 2] * 1e3, 3),
-            f"{prefix}_p99_ms": round(late[min(len(late) - 1, int(len(late) * 0.99))] * 1e3, 3),
-            f"{prefix}_max_ms": round(late[-1] * 1e3, 3)}
+    return {
+        f"{prefix}_p50_ms": round(late[len(late) // 2] * 1e3, 3),
+        f"{prefix}_p99_ms": round(late[min(len(late) - 1, int(len(late) * 0.99))] * 1e3, 3),
+        f"{prefix}_max_ms": round(late[-1] * 1e3, 3),
+    }
 
 
 class Row:
@@ -159,8 +167,9 @@ class ThreadsRow(Row):
 class _SqliteSlices(SqliteDurable):
     """SqliteDurable whose rows continue where the last slice stopped."""
 
-    def __init__(self, path: str, threads: int, per_thread: int, streams_per_thread: int,
-                 events: Sequence[workload.Event]) -> None:
+    def __init__(
+        self, path: str, threads: int, per_thread: int, streams_per_thread: int, events: Sequence[workload.Event]
+    ) -> None:
         super().__init__(path, threads, per_thread, streams_per_thread, events)
         self.offset = 0
         self.pack = msgpack.Packer(use_bin_type=True).pack  # as peers.py's packer
@@ -198,8 +207,10 @@ class AsyncRow(Row):
 
     def __init__(self, peer: str, path: str, events: Sequence[workload.Event]) -> None:
         super().__init__(peer, path, events)
-        self.names = [[workload.stream_name(t * STREAMS_PER_WRITER + j) for j in range(STREAMS_PER_WRITER)]
-                      for t in range(self.writers)]
+        self.names = [
+            [workload.stream_name(t * STREAMS_PER_WRITER + j) for j in range(STREAMS_PER_WRITER)]
+            for t in range(self.writers)
+        ]
         with engine.open(path, durability="process") as store:  # streams exist before the round
             for group in self.names:
                 for n in group:
@@ -242,10 +253,14 @@ class AsyncRow(Row):
     def figures(self) -> dict[str, Any]:
         st = self.store.store.stats()
         assert st.events == self.done
-        return {**super().figures(), "events_per_fsync": self.done / max(st.fsyncs - self.fsyncs0, 1),
-                "appends_per_wakeup": self.done / max(self.store.wakeups - self.wakeups0, 1),
-                **stall_figures(self.late, "loop_stall"), **stall_figures(self.idle_late, "idle_stall"),
-                "ticks": len(self.late)}
+        return {
+            **super().figures(),
+            "events_per_fsync": self.done / max(st.fsyncs - self.fsyncs0, 1),
+            "appends_per_wakeup": self.done / max(self.store.wakeups - self.wakeups0, 1),
+            **stall_figures(self.late, "loop_stall"),
+            **stall_figures(self.idle_late, "idle_stall"),
+            "ticks": len(self.late),
+        }
 
     def close(self) -> None:
         try:
@@ -260,7 +275,7 @@ ROWS = {"async": AsyncRow, "threads": ThreadsRow, "sqlite": SqliteRow}
 def run_round(r: int, slices: int, round_dirs: RoundDirs, events: Sequence[workload.Event]) -> dict[str, Any]:
     """One round: every row in a fresh store, run in alternating slices (the order rotates)."""
     order = list(PEERS)
-    order = order[r % len(order):] + order[: r % len(order)]
+    order = order[r % len(order) :] + order[: r % len(order)]
     rows: list[Row] = []
     try:
         for peer in order:
@@ -275,13 +290,15 @@ def run_round(r: int, slices: int, round_dirs: RoundDirs, events: Sequence[workl
             RoundDirs.remove(row.path)
 
 
-def test_aio_durable_appends(benchmark: Any, scale: Scale, sample_events: list[workload.Event],
-                             round_dirs: RoundDirs) -> None:
+def test_aio_durable_appends(
+    benchmark: Any, scale: Scale, sample_events: list[workload.Event], round_dirs: RoundDirs
+) -> None:
     """Single-event durable appends from tasks, threads and SQLite, interleaved (see the module)."""
     benchmark.group = "aio durable appends"
     slices = SLICES[scale.name]
-    set_info(benchmark, "aio_durable", "all", scale, slices=slices,
-             per_slice={p: PEERS[p][1] * PER_SLICE[p] for p in PEERS})
+    set_info(
+        benchmark, "aio_durable", "all", scale, slices=slices, per_slice={p: PEERS[p][1] * PER_SLICE[p] for p in PEERS}
+    )
     rounds: list[dict[str, Any]] = []
     counter = iter(range(1 << 30))
 
@@ -300,17 +317,22 @@ def peer_figures(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if not rs:
             continue
         rates = [x["events_per_s"] for x in rs]
-        fig: dict[str, Any] = {"kind": kind, "writers": writers, "events_per_round": rs[0]["events"],
-                               "events_per_s": round(statistics.median(rates), 1),
-                               "events_per_s_rounds": [round(x) for x in rates],
-                               "fsync_probe_us": [round(x["fsync_probe_us"]) for x in rs]}
+        fig: dict[str, Any] = {
+            "kind": kind,
+            "writers": writers,
+            "events_per_round": rs[0]["events"],
+            "events_per_s": round(statistics.median(rates), 1),
+            "events_per_s_rounds": [round(x) for x in rates],
+            "fsync_probe_us": [round(x["fsync_probe_us"]) for x in rs],
+        }
         ratios = [r[peer]["events_per_s"] / r[BASE]["events_per_s"] for r in rounds]
         fig["vs_1thread"] = round(statistics.median(ratios), 2)
         fig["vs_1thread_rounds"] = [round(x, 2) for x in ratios]
         sq = f"sqlite_full_{writers}threads"
         if kind != "sqlite" and sq in PEERS:
-            fig["vs_sqlite"] = round(statistics.median(
-                r[peer]["events_per_s"] / r[sq]["events_per_s"] for r in rounds), 2)
+            fig["vs_sqlite"] = round(
+                statistics.median(r[peer]["events_per_s"] / r[sq]["events_per_s"] for r in rounds), 2
+            )
         if "events_per_fsync" in rs[0]:
             fig["events_per_fsync"] = round(statistics.median(x["events_per_fsync"] for x in rs), 2)
         if kind == "async":
@@ -333,11 +355,14 @@ def summary(path: str) -> str:
     bench = next(b for b in doc["benchmarks"] if (b.get("extra_info") or {}).get("bench") == "aio_durable")
     info = bench["extra_info"]
     rows = info["peers"]
-    out = [f"aio durable appends ({info['scale']}: {bench['stats']['rounds']} rounds of {info['slices']} interleaved "
-           "slices per row; durability power; medians over the rounds, ratios taken round by round)", "",
-           "| impl | events/round | events/s | vs 1 thread | vs SQLite, same writers | events/fsync "
-           "| loop stall p50 / p99 / max ms | idle loop p50 / p99 / max ms |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"aio durable appends ({info['scale']}: {bench['stats']['rounds']} rounds of {info['slices']} interleaved "
+        "slices per row; durability power; medians over the rounds, ratios taken round by round)",
+        "",
+        "| impl | events/round | events/s | vs 1 thread | vs SQLite, same writers | events/fsync "
+        "| loop stall p50 / p99 / max ms | idle loop p50 / p99 / max ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for impl in PEERS:
         r = rows.get(impl)
         if r is None:
@@ -348,20 +373,26 @@ def summary(path: str) -> str:
             idle = f"{r['idle_stall_p50_ms']:.2f} / {r['idle_stall_p99_ms']:.2f} / {r['idle_stall_max_ms']:.2f}"
         vs_sq = f"{r['vs_sqlite']:.1f}x" if "vs_sqlite" in r else ""
         per_fsync = f"{r['events_per_fsync']:.1f}" if "events_per_fsync" in r else ""
-        out.append(f"| {impl} | {r['events_per_round']:,} | {r['events_per_s']:,.0f} | {r['vs_1thread']:.2f}x "
-                   f"| {vs_sq} | {per_fsync} | {stall} | {idle} |")
+        out.append(
+            f"| {impl} | {r['events_per_round']:,} | {r['events_per_s']:,.0f} | {r['vs_1thread']:.2f}x "
+            f"| {vs_sq} | {per_fsync} | {stall} | {idle} |"
+        )
     out.append("")
     for impl, (need, aim) in TARGETS.items():
         r = rows.get(impl)
         if r:
             ratio = r["vs_1thread"]
             aimed = f" (aim {aim:g}x: {'met' if ratio >= aim else 'not met'})" if aim else ""
-            out.append(f"- {impl} >= {need:g}x {BASE}: {ratio:.2f}x {'PASS' if ratio >= need else 'FAIL'}{aimed}; "
-                       f"by round {r['vs_1thread_rounds']}; {r['appends_per_wakeup']:g} appends acknowledged "
-                       "per wake-up of the loop")
+            out.append(
+                f"- {impl} >= {need:g}x {BASE}: {ratio:.2f}x {'PASS' if ratio >= need else 'FAIL'}{aimed}; "
+                f"by round {r['vs_1thread_rounds']}; {r['appends_per_wakeup']:g} appends acknowledged "
+                "per wake-up of the loop"
+            )
     probes = [p for r in rows.values() for p in r["fsync_probe_us"]]
-    out.append(f"- fsync probe (200-byte write + fdatasync) when each store was opened: median "
-               f"{statistics.median(probes):.0f} us, range {min(probes)}-{max(probes)} us")
+    out.append(
+        f"- fsync probe (200-byte write + fdatasync) when each store was opened: median "
+        f"{statistics.median(probes):.0f} us, range {min(probes)}-{max(probes)} us"
+    )
     return "\n".join(out)
 
 

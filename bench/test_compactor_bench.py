@@ -114,16 +114,42 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale("small", store_bytes=64 * MiB, segment_bytes=8 * MiB, rounds=3,
-                   append_samples=2000, command_samples=800, command_sessions=10,
-                   space_sessions=40, space_commands=100, space_segment_bytes=512 << 10,
-                   churn_sessions=30, churn_length=120, churn_turnovers=4, churn_segment_bytes=256 << 10,
-                   churn_interval=0.25, sample_s=0.05),
-    "full": Scale("full", store_bytes=1 << 30, segment_bytes=64 * MiB, rounds=3,
-                  append_samples=20000, command_samples=8000, command_sessions=20,
-                  space_sessions=200, space_commands=300, space_segment_bytes=8 * MiB,
-                  churn_sessions=150, churn_length=600, churn_turnovers=4, churn_segment_bytes=4 * MiB,
-                  churn_interval=1.0, sample_s=0.1),
+    "small": Scale(
+        "small",
+        store_bytes=64 * MiB,
+        segment_bytes=8 * MiB,
+        rounds=3,
+        append_samples=2000,
+        command_samples=800,
+        command_sessions=10,
+        space_sessions=40,
+        space_commands=100,
+        space_segment_bytes=512 << 10,
+        churn_sessions=30,
+        churn_length=120,
+        churn_turnovers=4,
+        churn_segment_bytes=256 << 10,
+        churn_interval=0.25,
+        sample_s=0.05,
+    ),
+    "full": Scale(
+        "full",
+        store_bytes=1 << 30,
+        segment_bytes=64 * MiB,
+        rounds=3,
+        append_samples=20000,
+        command_samples=8000,
+        command_sessions=20,
+        space_sessions=200,
+        space_commands=300,
+        space_segment_bytes=8 * MiB,
+        churn_sessions=150,
+        churn_length=600,
+        churn_turnovers=4,
+        churn_segment_bytes=4 * MiB,
+        churn_interval=1.0,
+        sample_s=0.1,
+    ),
 }
 
 # Figures shared between tests (the runs alone come first, the ratios use them).
@@ -152,9 +178,14 @@ def _pct(sorted_values: list[float], p: float) -> float:
 
 def _latency_info(samples_ns: list[int]) -> dict[str, Any]:
     us = sorted(s / 1000 for s in samples_ns)
-    return {"samples": len(us), "p50_us": round(_pct(us, 50), 1), "p90_us": round(_pct(us, 90), 1),
-            "p99_us": round(_pct(us, 99), 1), "p999_us": round(_pct(us, 99.9), 1),
-            "max_us": round(us[-1], 1) if us else None}
+    return {
+        "samples": len(us),
+        "p50_us": round(_pct(us, 50), 1),
+        "p90_us": round(_pct(us, 90), 1),
+        "p99_us": round(_pct(us, 99), 1),
+        "p999_us": round(_pct(us, 99.9), 1),
+        "max_us": round(us[-1], 1) if us else None,
+    }
 
 
 def dir_bytes(path: str) -> int:
@@ -224,8 +255,9 @@ class Compactor:
     """A compactor process (``compactor_child.py``), its pass reports collected as they come."""
 
     def __init__(self, store: str, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, CHILD, store, *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, CHILD, store, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.passes: list[dict[str, Any]] = []
         self.summary: dict[str, Any] = {}
         self.ready = threading.Event()
@@ -318,14 +350,22 @@ def dead_store(cscale: Scale, bench_tmp: str) -> DeadStore:
     sealed = sum(s.size for s in g.segments if s.sealed)
     with engine.open(path, readonly=True) as store:
         st = store.stats()
-    return DeadStore(path, st.bytes_on_disk, sealed, st.segments, g.reclaimable_bytes, N_STREAMS, dropped,
-                     records, time.perf_counter() - t0)
+    return DeadStore(
+        path,
+        st.bytes_on_disk,
+        sealed,
+        st.segments,
+        g.reclaimable_bytes,
+        N_STREAMS,
+        dropped,
+        records,
+        time.perf_counter() - t0,
+    )
 
 
 # ------------------------------------------------------------------ C1. throughput
 @pytest.mark.parametrize("cache", ["warm", "cold"])
-def test_compact_throughput(benchmark: Any, cache: str, cscale: Scale, dead_store: DeadStore,
-                            bench_tmp: str) -> None:
+def test_compact_throughput(benchmark: Any, cache: str, cscale: Scale, dead_store: DeadStore, bench_tmp: str) -> None:
     """One unthrottled pass over every sealed segment of a fresh copy of the half-dead
     store, nobody else holding it; MiB/s of input from the median round."""
     benchmark.group = "C1 compaction pass, half of the bytes dead"
@@ -354,19 +394,36 @@ def test_compact_throughput(benchmark: Any, cache: str, cscale: Scale, dead_stor
     assert r.bytes_in >= ds.sealed_bytes * 0.99 and r.bytes_out < r.bytes_in
     rates = [round(x.bytes_in / MiB / x.duration_s, 1) for x in reports]
     extra: dict[str, Any] = {
-        "cache": cache, "store_bytes": ds.bytes_on_disk, "segments": ds.segments, "segment_bytes": cscale.segment_bytes,
-        "streams": ds.streams, "streams_dropped": ds.dropped, "records_written": ds.records,
-        "dead_fraction": round(ds.reclaimable_bytes / ds.sealed_bytes, 3), "build_s": round(ds.build_s, 1),
-        "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "records_in": r.records_in, "records_out": r.records_out,
-        "segments_in": len(r.segments_in), "segments_out": len(r.segments_out),
-        "out_fraction": round(r.bytes_out / r.bytes_in, 3), "mib_s_rounds": rates,
+        "cache": cache,
+        "store_bytes": ds.bytes_on_disk,
+        "segments": ds.segments,
+        "segment_bytes": cscale.segment_bytes,
+        "streams": ds.streams,
+        "streams_dropped": ds.dropped,
+        "records_written": ds.records,
+        "dead_fraction": round(ds.reclaimable_bytes / ds.sealed_bytes, 3),
+        "build_s": round(ds.build_s, 1),
+        "bytes_in": r.bytes_in,
+        "bytes_out": r.bytes_out,
+        "records_in": r.records_in,
+        "records_out": r.records_out,
+        "segments_in": len(r.segments_in),
+        "segments_out": len(r.segments_out),
+        "out_fraction": round(r.bytes_out / r.bytes_in, 3),
+        "mib_s_rounds": rates,
     }
     stats = getattr(benchmark, "stats", None)
     if stats is not None:
         mib_s = r.bytes_in / MiB / stats.stats.median
-        extra.update({"mib_s": round(mib_s, 1), "out_mib_s": round(r.bytes_out / MiB / stats.stats.median, 1),
-                      "us_per_record_in": round(stats.stats.median / r.records_in * 1e6, 2),
-                      "meets_min_target": mib_s >= TARGET_MIB_S, "meets_aim": mib_s >= AIM_MIB_S})
+        extra.update(
+            {
+                "mib_s": round(mib_s, 1),
+                "out_mib_s": round(r.bytes_out / MiB / stats.stats.median, 1),
+                "us_per_record_in": round(stats.stats.median / r.records_in * 1e6, 2),
+                "meets_min_target": mib_s >= TARGET_MIB_S,
+                "meets_aim": mib_s >= AIM_MIB_S,
+            }
+        )
     _info(benchmark, "compact_throughput", "seglog", cscale, **extra)
 
 
@@ -383,11 +440,12 @@ class AdoptTimes:
 
     def __init__(self, mp: pytest.MonkeyPatch) -> None:
         from engine.log import recovery, writer
+
         self.adopt: list[tuple[int, int, bool]] = []  # (start ns, duration ns, segments changed)
         # per adoption that changed something, ns under the writer lock spent:
-        self.mu: list[int] = []       # under the catalog lock
-        self.unlink: list[int] = []   # removing files
-        self.open: list[int] = []     # opening segments not opened beforehand
+        self.mu: list[int] = []  # under the catalog lock
+        self.unlink: list[int] = []  # removing files
+        self.open: list[int] = []  # opening segments not opened beforehand
         self.prepare: list[int] = []  # building runs not built beforehand
         # per _maybe_adopt call: (start ns, whole ns, ns opening, ns building runs) before the lock
         self.maybe: list[tuple[int, int, int, int]] = []
@@ -443,6 +501,7 @@ class AdoptTimes:
                     return orig(*args, **kw)
                 finally:
                     t[key] += time.perf_counter_ns() - t0
+
             return run
 
         mp.setattr(Store, "_adopt_manifest", adopt)
@@ -493,8 +552,15 @@ C2_CASES = [("append", "alone"), ("append", "with_compactor"), ("command", "alon
 
 @pytest.mark.skipif(not sw.samples_available(), reason="the command case needs the legacy samples")
 @pytest.mark.parametrize(("kind", "mode"), C2_CASES, ids=[f"{k}-{m}" for k, m in C2_CASES])
-def test_writer_beside_compactor(benchmark: Any, kind: str, mode: str, cscale: Scale, dead_store: DeadStore,
-                                 bench_tmp: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writer_beside_compactor(
+    benchmark: Any,
+    kind: str,
+    mode: str,
+    cscale: Scale,
+    dead_store: DeadStore,
+    bench_tmp: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Latency of single-event appends (``append``) or of recording one REPL command with
     background saves (``command``), 1 ms apart, on a copy of the half-dead store; alone,
     or with a compactor process rewriting every sealed segment back to back."""
@@ -529,9 +595,13 @@ def test_writer_beside_compactor(benchmark: Any, kind: str, mode: str, cscale: S
                 starts.append(t0)
                 durs.append(t1 - t0)
         else:
-            pm = engine.PersistenceManager(engine.SessionPool(max_size=cscale.command_sessions + 1), path,
-                                           save_interval=0.1, register_atexit=False,
-                                           store_options={"segment_bytes": cscale.segment_bytes})
+            pm = engine.PersistenceManager(
+                engine.SessionPool(max_size=cscale.command_sessions + 1),
+                path,
+                save_interval=0.1,
+                register_atexit=False,
+                store_options={"segment_bytes": cscale.segment_bytes},
+            )
             closers.append(pm.shutdown)
             sessions = []
             for i in range(cscale.command_sessions):
@@ -574,30 +644,45 @@ def test_writer_beside_compactor(benchmark: Any, kind: str, mode: str, cscale: S
         for close in reversed(closers):
             close()
     lat = _latency_info(durs)
-    extra: dict[str, Any] = {"kind": kind, "mode": mode, "gap_us": GAP_S * 1e6, "measure_s": round(elapsed, 2),
-                             "store_bytes": dead_store.bytes_on_disk, **times.info()}
+    extra: dict[str, Any] = {
+        "kind": kind,
+        "mode": mode,
+        "gap_us": GAP_S * 1e6,
+        "measure_s": round(elapsed, 2),
+        "store_bytes": dead_store.bytes_on_disk,
+        **times.info(),
+    }
     ov = _overlapping(times.spans(), starts, durs)
     extra["overlapping_adopt"] = len(ov)
     extra["overlapping_adopt_max_us"] = round(max(durs[i] for i in ov) / 1000, 1) if ov else None
     if comp is not None:
         p = comp.passes
-        extra.update({
-            "passes": len(p), "pass_bytes_in": sum(x["bytes_in"] for x in p),
-            "pass_bytes_out": sum(x["bytes_out"] for x in p),
-            "pass_s": [round(x["duration_s"], 2) for x in p],
-            "compactor_mib_s": round(sum(x["bytes_in"] for x in p) / MiB
-                                     / max(sum(x["duration_s"] for x in p), 1e-9), 1),
-        })
+        extra.update(
+            {
+                "passes": len(p),
+                "pass_bytes_in": sum(x["bytes_in"] for x in p),
+                "pass_bytes_out": sum(x["bytes_out"] for x in p),
+                "pass_s": [round(x["duration_s"], 2) for x in p],
+                "compactor_mib_s": round(
+                    sum(x["bytes_in"] for x in p) / MiB / max(sum(x["duration_s"] for x in p), 1e-9), 1
+                ),
+            }
+        )
         alone = _RESULTS.get(("c2", kind, "alone"))
         if alone:
             ratio = lat["p99_us"] / alone["p99_us"]
             excess_ms = (lat["max_us"] - alone["max_us"]) / 1000
-            extra.update({
-                "alone_p50_us": alone["p50_us"], "alone_p99_us": alone["p99_us"], "alone_max_us": alone["max_us"],
-                "p99_ratio": round(ratio, 2), "max_excess_ms": round(excess_ms, 2),
-                "meets_p99_target": ratio <= TARGET_P99_RATIO,
-                "meets_wait_target": extra["adopt_hold_max_ms"] <= TARGET_WAIT_MS and excess_ms <= TARGET_WAIT_MS,
-            })
+            extra.update(
+                {
+                    "alone_p50_us": alone["p50_us"],
+                    "alone_p99_us": alone["p99_us"],
+                    "alone_max_us": alone["max_us"],
+                    "p99_ratio": round(ratio, 2),
+                    "max_excess_ms": round(excess_ms, 2),
+                    "meets_p99_target": ratio <= TARGET_P99_RATIO,
+                    "meets_wait_target": extra["adopt_hold_max_ms"] <= TARGET_WAIT_MS and excess_ms <= TARGET_WAIT_MS,
+                }
+            )
     _RESULTS[("c2", kind, mode)] = lat
     _info(benchmark, "writer_beside_compactor", f"{kind}_{mode}", cscale, **lat, **extra)
     shutil.rmtree(path, ignore_errors=True)
@@ -617,8 +702,13 @@ def _record_rounds(pm: engine.PersistenceManager, names: list[str], seeds: list[
 def _pm(path: str, n: int, segment_bytes: int, **kw: Any) -> engine.PersistenceManager:
     kw.setdefault("save_interval", 3600)  # saves only when asked (force_save)
     kw.setdefault("save_after", 1 << 30)
-    return engine.PersistenceManager(engine.SessionPool(max_size=n + 20), path, register_atexit=False,
-                                     store_options={"segment_bytes": segment_bytes}, **kw)
+    return engine.PersistenceManager(
+        engine.SessionPool(max_size=n + 20),
+        path,
+        register_atexit=False,
+        store_options={"segment_bytes": segment_bytes},
+        **kw,
+    )
 
 
 @pytest.mark.skipif(not sw.samples_available(), reason="needs the legacy samples")
@@ -666,11 +756,26 @@ def test_space_after_delete(benchmark: Any, options: str, cscale: Scale, bench_t
     finally:
         pm.shutdown()
     ratio = after / fresh_bytes
-    _info(benchmark, "space_after_delete", options, cscale, sessions=n, commands=cmds, segment_bytes=seg,
-          recorded_bytes=recorded, before_pass_bytes=before, after_pass_bytes=after, fresh_live_bytes=fresh_bytes,
-          bytes_in=r.bytes_in, bytes_out=r.bytes_out, segments_in=len(r.segments_in),
-          segments_out=len(r.segments_out), pass_s=round(r.duration_s, 3),
-          ratio_vs_fresh=round(ratio, 3), meets_target=ratio <= TARGET_SPACE_RATIO)
+    _info(
+        benchmark,
+        "space_after_delete",
+        options,
+        cscale,
+        sessions=n,
+        commands=cmds,
+        segment_bytes=seg,
+        recorded_bytes=recorded,
+        before_pass_bytes=before,
+        after_pass_bytes=after,
+        fresh_live_bytes=fresh_bytes,
+        bytes_in=r.bytes_in,
+        bytes_out=r.bytes_out,
+        segments_in=len(r.segments_in),
+        segments_out=len(r.segments_out),
+        pass_s=round(r.duration_s, 3),
+        ratio_vs_fresh=round(ratio, 3),
+        meets_target=ratio <= TARGET_SPACE_RATIO,
+    )
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -773,24 +878,41 @@ def test_space_under_churn(benchmark: Any, compactor: str, cscale: Scale, bench_
             per_pass.append((peak[1], at_start[2], p["bytes_in"], peak[1] / (at_start[2] + p["bytes_in"])))
     peak_all = max(samples, key=lambda s: s[1])
     worst = max(per_pass, key=lambda x: x[3]) if per_pass else None
-    _info(benchmark, "space_under_churn", compactor, cscale,
-          sessions_live=n, mean_length=length, segment_bytes=seg, interval_s=cscale.churn_interval, **counts,
-          duration_s=round(t_end - t0, 1), passes=len(passes), passes_total=len(comp.passes),
-          pass_bytes_in=sum(p["bytes_in"] for p in passes), pass_bytes_out=sum(p["bytes_out"] for p in passes),
-          max_pass_bytes_in=max((p["bytes_in"] for p in passes), default=0),
-          steady_mean_ratio=round(mean_ratio, 3), steady_p50_ratio=round(_pct(ratios, 50), 3),
-          steady_max_ratio=round(ratios[-1], 3),
-          steady_mean_disk_bytes=round(sum(s[1] for s in steady) / len(steady)),
-          steady_mean_live_bytes=round(sum(s[2] for s in steady) / len(steady)),
-          peak_disk_bytes=peak_all[1], live_at_peak=peak_all[2],
-          held_deleted_max_bytes=max(s[3] for s in samples),
-          worst_pass_peak_ratio=round(worst[3], 3) if worst else None,
-          worst_pass=({"peak": worst[0], "live": worst[1], "bytes_in": worst[2]} if worst else None),
-          meets_target=mean_ratio <= TARGET_CHURN_RATIO,
-          series={"t_s": [round(s[0] - t0, 3) for s in samples], "disk_bytes": [s[1] for s in samples],
-                  "live_bytes": [s[2] for s in samples], "held_deleted_bytes": [s[3] for s in samples]},
-          pass_series=[[round(p["t0"] - t0, 3), round(p["t1"] - t0, 3), p["bytes_in"], p["bytes_out"]]
-                       for p in passes])
+    _info(
+        benchmark,
+        "space_under_churn",
+        compactor,
+        cscale,
+        sessions_live=n,
+        mean_length=length,
+        segment_bytes=seg,
+        interval_s=cscale.churn_interval,
+        **counts,
+        duration_s=round(t_end - t0, 1),
+        passes=len(passes),
+        passes_total=len(comp.passes),
+        pass_bytes_in=sum(p["bytes_in"] for p in passes),
+        pass_bytes_out=sum(p["bytes_out"] for p in passes),
+        max_pass_bytes_in=max((p["bytes_in"] for p in passes), default=0),
+        steady_mean_ratio=round(mean_ratio, 3),
+        steady_p50_ratio=round(_pct(ratios, 50), 3),
+        steady_max_ratio=round(ratios[-1], 3),
+        steady_mean_disk_bytes=round(sum(s[1] for s in steady) / len(steady)),
+        steady_mean_live_bytes=round(sum(s[2] for s in steady) / len(steady)),
+        peak_disk_bytes=peak_all[1],
+        live_at_peak=peak_all[2],
+        held_deleted_max_bytes=max(s[3] for s in samples),
+        worst_pass_peak_ratio=round(worst[3], 3) if worst else None,
+        worst_pass=({"peak": worst[0], "live": worst[1], "bytes_in": worst[2]} if worst else None),
+        meets_target=mean_ratio <= TARGET_CHURN_RATIO,
+        series={
+            "t_s": [round(s[0] - t0, 3) for s in samples],
+            "disk_bytes": [s[1] for s in samples],
+            "live_bytes": [s[2] for s in samples],
+            "held_deleted_bytes": [s[3] for s in samples],
+        },
+        pass_series=[[round(p["t0"] - t0, 3), round(p["t1"] - t0, 3), p["bytes_in"], p["bytes_out"]] for p in passes],
+    )
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -808,33 +930,45 @@ def summary(path: str) -> str:
         x = b.get("extra_info", {})
         bench = x.get("bench")
         if bench == "compact_throughput":
-            rows.append(f"| C1 pass, {x['cache']} cache, {x['bytes_in'] / MiB:,.0f} MiB in -> "
-                        f"{x['bytes_out'] / MiB:,.0f} MiB out | {x.get('mib_s')} MiB/s in "
-                        f"(rounds {x['mib_s_rounds']}) | | | >= {TARGET_MIB_S:.0f}: {met(x, 'meets_min_target')}"
-                        f" (aim {AIM_MIB_S:.0f}: {met(x, 'meets_aim')}) |")
+            rows.append(
+                f"| C1 pass, {x['cache']} cache, {x['bytes_in'] / MiB:,.0f} MiB in -> "
+                f"{x['bytes_out'] / MiB:,.0f} MiB out | {x.get('mib_s')} MiB/s in "
+                f"(rounds {x['mib_s_rounds']}) | | | >= {TARGET_MIB_S:.0f}: {met(x, 'meets_min_target')}"
+                f" (aim {AIM_MIB_S:.0f}: {met(x, 'meets_aim')}) |"
+            )
         elif bench == "writer_beside_compactor" and x["mode"] == "with_compactor":
-            rows.append(f"| C2 {x['kind']} p50 / p99 / max, compactor running ({x['passes']} passes, "
-                        f"{x['pass_bytes_in'] / MiB:,.0f} MiB in) | {x['p50_us']} / {x['p99_us']} / {x['max_us']} µs"
-                        f" | alone {x.get('alone_p50_us')} / {x.get('alone_p99_us')} / {x.get('alone_max_us')} µs"
-                        f" | p99 {x.get('p99_ratio')}x | <= {TARGET_P99_RATIO}x: {met(x, 'meets_p99_target')} |")
-            rows.append(f"| C2 {x['kind']} longest wait for the compactor | adopt holds the writer lock "
-                        f"{x['adopt_hold_max_ms']} ms max ({x['adoptions']} adoptions, catalog lock "
-                        f"{x['adopt_catalog_lock_max_ms']} ms, removing files {x.get('adopt_unlink_max_ms')} ms) | "
-                        f"max latency alone {x.get('alone_max_us')} µs | "
-                        f"max +{x.get('max_excess_ms')} ms | <= {TARGET_WAIT_MS} ms: {met(x, 'meets_wait_target')} |")
+            rows.append(
+                f"| C2 {x['kind']} p50 / p99 / max, compactor running ({x['passes']} passes, "
+                f"{x['pass_bytes_in'] / MiB:,.0f} MiB in) | {x['p50_us']} / {x['p99_us']} / {x['max_us']} µs"
+                f" | alone {x.get('alone_p50_us')} / {x.get('alone_p99_us')} / {x.get('alone_max_us')} µs"
+                f" | p99 {x.get('p99_ratio')}x | <= {TARGET_P99_RATIO}x: {met(x, 'meets_p99_target')} |"
+            )
+            rows.append(
+                f"| C2 {x['kind']} longest wait for the compactor | adopt holds the writer lock "
+                f"{x['adopt_hold_max_ms']} ms max ({x['adoptions']} adoptions, catalog lock "
+                f"{x['adopt_catalog_lock_max_ms']} ms, removing files {x.get('adopt_unlink_max_ms')} ms) | "
+                f"max latency alone {x.get('alone_max_us')} µs | "
+                f"max +{x.get('max_excess_ms')} ms | <= {TARGET_WAIT_MS} ms: {met(x, 'meets_wait_target')} |"
+            )
         elif bench == "space_after_delete":
-            rows.append(f"| C3 half deleted, one pass ({x['impl']}) | {x['after_pass_bytes']:,} B "
-                        f"(before {x['before_pass_bytes']:,}) | fresh store of the live sessions "
-                        f"{x['fresh_live_bytes']:,} B | {x['ratio_vs_fresh']}x | <= {TARGET_SPACE_RATIO}x: "
-                        f"{met(x, 'meets_target')} |")
+            rows.append(
+                f"| C3 half deleted, one pass ({x['impl']}) | {x['after_pass_bytes']:,} B "
+                f"(before {x['before_pass_bytes']:,}) | fresh store of the live sessions "
+                f"{x['fresh_live_bytes']:,} B | {x['ratio_vs_fresh']}x | <= {TARGET_SPACE_RATIO}x: "
+                f"{met(x, 'meets_target')} |"
+            )
         elif bench == "space_under_churn":
-            rows.append(f"| C3 churn, steady state (mean of the 2nd half) | {x['steady_mean_disk_bytes']:,} B "
-                        f"(max ratio {x['steady_max_ratio']}x) | live {x['steady_mean_live_bytes']:,} B | "
-                        f"{x['steady_mean_ratio']}x | <= {TARGET_CHURN_RATIO}x: {met(x, 'meets_target')} |")
+            rows.append(
+                f"| C3 churn, steady state (mean of the 2nd half) | {x['steady_mean_disk_bytes']:,} B "
+                f"(max ratio {x['steady_max_ratio']}x) | live {x['steady_mean_live_bytes']:,} B | "
+                f"{x['steady_mean_ratio']}x | <= {TARGET_CHURN_RATIO}x: {met(x, 'meets_target')} |"
+            )
             wp = x.get("worst_pass") or {}
-            rows.append(f"| C3 churn, peak during a pass (worst of {x['passes']}) | {wp.get('peak', 0):,} B | "
-                        f"live {wp.get('live', 0):,} B + inputs {wp.get('bytes_in', 0):,} B | "
-                        f"{x['worst_pass_peak_ratio']}x | (reported) |")
+            rows.append(
+                f"| C3 churn, peak during a pass (worst of {x['passes']}) | {wp.get('peak', 0):,} B | "
+                f"live {wp.get('live', 0):,} B + inputs {wp.get('bytes_in', 0):,} B | "
+                f"{x['worst_pass_peak_ratio']}x | (reported) |"
+            )
     return "\n".join(rows)
 
 

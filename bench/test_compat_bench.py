@@ -70,8 +70,9 @@ ROUNDS = {"small": 5, "full": 5}
 IMPORT_OPTIONS: dict[str, Any] = {"compress_events": True}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-pytestmark = pytest.mark.skipif(not sw.samples_available(),
-                                reason=f"no legacy samples under {sw.samples_dir()} (set SEGLOG_LEGACY_SAMPLES)")
+pytestmark = pytest.mark.skipif(
+    not sw.samples_available(), reason=f"no legacy samples under {sw.samples_dir()} (set SEGLOG_LEGACY_SAMPLES)"
+)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -128,11 +129,21 @@ def _new_dir(base: str, prefix: str, counter: list[int]) -> str:
     return path
 
 
-def _info(benchmark: Any, bench: str, impl: str, scale: str, corpus: cc.CorpusStats, events: int, nbytes: int,
-          **extra: Any) -> None:
+def _info(
+    benchmark: Any, bench: str, impl: str, scale: str, corpus: cc.CorpusStats, events: int, nbytes: int, **extra: Any
+) -> None:
     benchmark.group = bench
-    benchmark.extra_info.update({"bench": bench, "impl": impl, "scale": scale, "events": events,
-                                 "mb": round(nbytes / MB, 3), **corpus.summary(), **extra})
+    benchmark.extra_info.update(
+        {
+            "bench": bench,
+            "impl": impl,
+            "scale": scale,
+            "events": events,
+            "mb": round(nbytes / MB, 3),
+            **corpus.summary(),
+            **extra,
+        }
+    )
 
 
 def _finish(benchmark: Any, events: int, nbytes: int, cpu_s: list[float] | None = None) -> float | None:
@@ -149,8 +160,9 @@ def _finish(benchmark: Any, events: int, nbytes: int, cpu_s: list[float] | None 
     if median <= 0:
         return None
     rate = nbytes / MB / median
-    benchmark.extra_info.update({"median_s": round(median, 4), "mb_per_s": round(rate, 1),
-                                 "events_per_s": round(events / median, 1)})
+    benchmark.extra_info.update(
+        {"median_s": round(median, 4), "mb_per_s": round(rate, 1), "events_per_s": round(events / median, 1)}
+    )
     if cpu_s and len(cpu_s) > 1:
         cpu = statistics.median(cpu_s[1:])
         benchmark.extra_info.update({"cpu_median_s": round(cpu, 4), "cpu_mb_per_s": round(nbytes / MB / cpu, 1)})
@@ -162,11 +174,17 @@ def test_corpus_round_trips(corpus: cc.CorpusStats, imported_store: ImportedStor
     """Every session imports exactly (rebuilt from its parts, no stored source bytes), and
     ``python -m compat verify`` reproduces the whole directory byte for byte."""
     assert corpus.sessions == len(imported_store.results)
-    bad = [(r.name, r.status, r.exact, r.error) for r in imported_store.results
-           if r.status != "imported" or not r.exact]
+    bad = [
+        (r.name, r.status, r.exact, r.error) for r in imported_store.results if r.status != "imported" or not r.exact
+    ]
     assert not bad
-    proc = subprocess.run([sys.executable, "-m", "compat", "verify", corpus.root, imported_store.path],
-                          capture_output=True, text=True, cwd=REPO, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compat", "verify", corpus.root, imported_store.path],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=3600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
@@ -198,20 +216,23 @@ def test_corpus_is_what_javascript_writes(corpus: cc.CorpusStats) -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    proc = subprocess.run([node, "-e", _NODE_CHECK, os.path.join(corpus.root, "sessions")],
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [node, "-e", _NODE_CHECK, os.path.join(corpus.root, "sessions")], capture_output=True, text=True, timeout=3600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout) == []
 
 
 # --------------------------------------------------------------------------- seglog
-def test_materialize(benchmark: Any, compat_scale: str, corpus: cc.CorpusStats, imported_store: ImportedStore,
-                     compat_tmp: str) -> None:
+def test_materialize(
+    benchmark: Any, compat_scale: str, corpus: cc.CorpusStats, imported_store: ImportedStore, compat_tmp: str
+) -> None:
     counter = [0]
     written: list[int] = []
     cpu: list[float] = []
     store = engine.open(imported_store.path, readonly=True)
     try:
+
         def setup() -> tuple[tuple[SessionCatalog, str], dict[str, Any]]:
             return (SessionCatalog(store), _new_dir(compat_tmp, "materialize", counter)), {}
 
@@ -231,8 +252,16 @@ def test_materialize(benchmark: Any, compat_scale: str, corpus: cc.CorpusStats, 
     finally:
         store.close()
     assert written and all(n == corpus.total_bytes for n in written)
-    _info(benchmark, "compat_materialize", "seglog", compat_scale, corpus, corpus.events, corpus.total_bytes,
-          target_mb_per_s=TARGET_MATERIALIZE_MB_S)
+    _info(
+        benchmark,
+        "compat_materialize",
+        "seglog",
+        compat_scale,
+        corpus,
+        corpus.events,
+        corpus.total_bytes,
+        target_mb_per_s=TARGET_MATERIALIZE_MB_S,
+    )
     rate = _finish(benchmark, corpus.events, corpus.total_bytes, cpu)
     if rate is not None:
         benchmark.extra_info["meets_target"] = rate >= TARGET_MATERIALIZE_MB_S
@@ -298,8 +327,16 @@ def test_parse(benchmark: Any, impl: str, compat_scale: str, corpus: cc.CorpusSt
                 loads(f.read())
 
     benchmark.pedantic(run, rounds=ROUNDS[compat_scale], warmup_rounds=1)
-    _info(benchmark, "compat_parse", impl, compat_scale, corpus, corpus.events, corpus.total_bytes,
-          fallback_docs=fallbacks[0] // calls[0])
+    _info(
+        benchmark,
+        "compat_parse",
+        impl,
+        compat_scale,
+        corpus,
+        corpus.events,
+        corpus.total_bytes,
+        fallback_docs=fallbacks[0] // calls[0],
+    )
     _finish(benchmark, corpus.events, corpus.total_bytes)
 
 
@@ -338,6 +375,7 @@ def _parsed(impl: str, compat_scale: str, corpus: cc.CorpusStats) -> Parsed:
 
 def _dumpers(impl: str, fallbacks: list[int]) -> tuple[Callable[[Any], bytes], Callable[[Any], bytes]]:
     """(compact line, two-space indented document) serializers returning UTF-8 bytes."""
+
     def json_line(v: Any) -> bytes:
         return (json.dumps(v, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
 
@@ -387,9 +425,18 @@ def test_serialize(benchmark: Any, impl: str, compat_scale: str, corpus: cc.Corp
 
     benchmark.pedantic(run, rounds=ROUNDS[compat_scale], warmup_rounds=1)
     out = sizes[-1]
-    _info(benchmark, "compat_serialize", impl, compat_scale, corpus, parsed.events, out,
-          serialized_sessions=parsed.sessions, input_mb=round(parsed.input_bytes / MB, 3),
-          fallback_docs=fallbacks[0] // len(sizes))
+    _info(
+        benchmark,
+        "compat_serialize",
+        impl,
+        compat_scale,
+        corpus,
+        parsed.events,
+        out,
+        serialized_sessions=parsed.sessions,
+        input_mb=round(parsed.input_bytes / MB, 3),
+        fallback_docs=fallbacks[0] // len(sizes),
+    )
     _finish(benchmark, parsed.events, out)
 
 

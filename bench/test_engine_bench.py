@@ -69,8 +69,9 @@ def test_workload_shape() -> None:
 
 # ------------------------------------------------------------------ 1. bulk append
 @pytest.mark.parametrize("peer", BULK_PEERS)
-def test_bulk_append(benchmark: Any, peer: str, scale: Scale, bulk_batches: list[workload.Batch],
-                     round_dirs: RoundDirs) -> None:
+def test_bulk_append(
+    benchmark: Any, peer: str, scale: Scale, bulk_batches: list[workload.Batch], round_dirs: RoundDirs
+) -> None:
     """Batches of 100 events of one stream, streams round-robin over 1,000, no fsync per batch."""
     require(peer)
     benchmark.group = "1 bulk append, batches of 100"
@@ -113,8 +114,9 @@ def _prefix(batches: list[workload.Batch], n_events: int) -> list[workload.Batch
 
 # -------------------------------------------------------------- 2. durable appends
 @pytest.mark.parametrize("peer", DURABLE_PEERS)
-def test_durable_appends(benchmark: Any, peer: str, scale: Scale, sample_events: list[workload.Event],
-                         round_dirs: RoundDirs) -> None:
+def test_durable_appends(
+    benchmark: Any, peer: str, scale: Scale, sample_events: list[workload.Event], round_dirs: RoundDirs
+) -> None:
     """Single-event appends that each wait until durable; threads append to their own streams."""
     require(peer)
     benchmark.group = "2 durable appends"
@@ -187,8 +189,9 @@ def _get_keys(scale: Scale, ds: ReadDataset) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("peer", GET_PEERS)
-def test_random_get(benchmark: Any, peer: str, scale: Scale, read_dataset: ReadDataset,
-                    request: pytest.FixtureRequest) -> None:
+def test_random_get(
+    benchmark: Any, peer: str, scale: Scale, read_dataset: ReadDataset, request: pytest.FixtureRequest
+) -> None:
     """Point reads of random (stream, seq) over the whole read dataset (full: 1M events)."""
     require(peer)
     benchmark.group = "3 random get"
@@ -216,8 +219,9 @@ def test_random_get(benchmark: Any, peer: str, scale: Scale, read_dataset: ReadD
 
 # -------------------------------------------------------------------- 4. scan
 @pytest.mark.parametrize("peer", SCAN_PEERS)
-def test_scan_stream(benchmark: Any, peer: str, scale: Scale, read_dataset: ReadDataset,
-                     request: pytest.FixtureRequest) -> None:
+def test_scan_stream(
+    benchmark: Any, peer: str, scale: Scale, read_dataset: ReadDataset, request: pytest.FixtureRequest
+) -> None:
     """All events of one stream, in order, decoded to dicts."""
     require(peer)
     benchmark.group = "4 scan one stream"
@@ -248,8 +252,16 @@ def test_scan_stream(benchmark: Any, peer: str, scale: Scale, read_dataset: Read
 def test_open(benchmark: Any, peer: str, scale: Scale, open_dataset: OpenDataset) -> None:
     """``engine.open`` of the big store (full: 6M events, ~1 GiB; page cache warm). Close is untimed."""
     benchmark.group = "5 open"
-    set_info(benchmark, "open", "seglog", scale, open_dataset.events, bytes_on_disk=open_dataset.bytes_on_disk,
-             segments=open_dataset.segments, build_s=round(open_dataset.build_s, 2))
+    set_info(
+        benchmark,
+        "open",
+        "seglog",
+        scale,
+        open_dataset.events,
+        bytes_on_disk=open_dataset.bytes_on_disk,
+        segments=open_dataset.segments,
+        build_s=round(open_dataset.build_s, 2),
+    )
     stores: list[engine.Store] = []
 
     def target() -> None:
@@ -266,14 +278,22 @@ def test_open(benchmark: Any, peer: str, scale: Scale, open_dataset: OpenDataset
 
 
 @pytest.mark.parametrize("peer", ["seglog"])
-def test_open_after_crash(benchmark: Any, peer: str, scale: Scale, crash_dataset: CrashDataset,
-                          round_dirs: RoundDirs) -> None:
+def test_open_after_crash(
+    benchmark: Any, peer: str, scale: Scale, crash_dataset: CrashDataset, round_dirs: RoundDirs
+) -> None:
     """First open after SIGKILL: scans, checks and indexes the unindexed tail. Each round
     opens a fresh copy of the crashed directory (the first open repairs it)."""
     benchmark.group = "5 open"
-    set_info(benchmark, "open_after_crash", "seglog", scale, crash_dataset.events,
-             tail_events=crash_dataset.tail_events, tail_bytes=crash_dataset.tail_bytes,
-             active_segment_bytes=crash_dataset.active_segment_bytes)
+    set_info(
+        benchmark,
+        "open_after_crash",
+        "seglog",
+        scale,
+        crash_dataset.events,
+        tail_events=crash_dataset.tail_events,
+        tail_bytes=crash_dataset.tail_bytes,
+        active_segment_bytes=crash_dataset.active_segment_bytes,
+    )
     stores: list[engine.Store] = []
 
     def setup() -> tuple[tuple[str], dict[str, Any]]:
@@ -366,7 +386,9 @@ def test_memory_open_and_read(benchmark: Any, peer: str, scale: Scale, open_data
     def run() -> None:
         out = subprocess.run(
             [sys.executable, "-c", _MEMORY_CHILD, BENCH_DIR, open_dataset.path, str(gets_per_stream)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         results.append(json.loads(out.stdout))
 

@@ -102,16 +102,25 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale("small", samples=300,
-                   legacy_samples={"json": {10: 20, 100: 6, 1000: 3}, "orjson": {10: 30, 100: 20, 1000: 8}},
-                   load_rounds=3, mem_sessions=100, mem_commands=100),
-    "full": Scale("full", samples=3000,
-                  legacy_samples={"json": {10: 100, 100: 30, 1000: 8}, "orjson": {10: 300, 100: 100, 1000: 30}},
-                  load_rounds=10, mem_sessions=100, mem_commands=1000),
+    "small": Scale(
+        "small",
+        samples=300,
+        legacy_samples={"json": {10: 20, 100: 6, 1000: 3}, "orjson": {10: 30, 100: 20, 1000: 8}},
+        load_rounds=3,
+        mem_sessions=100,
+        mem_commands=100,
+    ),
+    "full": Scale(
+        "full",
+        samples=3000,
+        legacy_samples={"json": {10: 100, 100: 30, 1000: 8}, "orjson": {10: 300, 100: 100, 1000: 30}},
+        load_rounds=10,
+        mem_sessions=100,
+        mem_commands=1000,
+    ),
 }
 
-pytestmark = pytest.mark.skipif(not sw.samples_available(),
-                                reason=f"legacy samples not found under {sw.samples_dir()}")
+pytestmark = pytest.mark.skipif(not sw.samples_available(), reason=f"legacy samples not found under {sw.samples_dir()}")
 
 # Figures shared between tests (the legacy runs come first, seglog's ratios use them).
 _RESULTS: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -173,15 +182,21 @@ def _pct(sorted_values: list[float], p: float) -> float:
 
 def _latency_info(samples_ns: list[int]) -> dict[str, Any]:
     us = sorted(s / 1000 for s in samples_ns)
-    return {"samples": len(us), "p50_us": round(_pct(us, 50), 1), "p90_us": round(_pct(us, 90), 1),
-            "p99_us": round(_pct(us, 99), 1), "p999_us": round(_pct(us, 99.9), 1),
-            "max_us": round(us[-1], 1) if us else None,
-            "mean_us": round(sum(us) / len(us), 1) if us else None}
+    return {
+        "samples": len(us),
+        "p50_us": round(_pct(us, 50), 1),
+        "p90_us": round(_pct(us, 90), 1),
+        "p99_us": round(_pct(us, 99), 1),
+        "p999_us": round(_pct(us, 99.9), 1),
+        "max_us": round(us[-1], 1) if us else None,
+        "mean_us": round(sum(us) / len(us), 1) if us else None,
+    }
 
 
 def _info(benchmark: Any, bench: str, impl: str, scale: Scale, **extra: Any) -> None:
-    benchmark.extra_info.update({"bench": bench, "impl": impl, "scale": scale.name,
-                                 "engine": os.path.dirname(engine.__file__), **extra})
+    benchmark.extra_info.update(
+        {"bench": bench, "impl": impl, "scale": scale.name, "engine": os.path.dirname(engine.__file__), **extra}
+    )
 
 
 class Sampler:
@@ -309,8 +324,17 @@ def _replay(lw: LegacyWriter, e: dict[str, Any], index: dict[str, Any]) -> None:
         lw.llm_req(e["d"], e["model"], e["promptPreview"], e["receiptKey"], ts=ts)
     elif t == "llm_resp":
         r = index["receipts"][e["receiptKey"]]
-        lw.llm_resp(e["d"], e["valuePreview"], e["durationMs"], e["receiptKey"], request=r["request"],
-                    response=r["response"], timestamp=r["timestamp"], tokens=e.get("tokens"), ts=ts)
+        lw.llm_resp(
+            e["d"],
+            e["valuePreview"],
+            e["durationMs"],
+            e["receiptKey"],
+            request=r["request"],
+            response=r["response"],
+            timestamp=r["timestamp"],
+            tokens=e.get("tokens"),
+            ts=ts,
+        )
     elif t == "effect":
         lw.effect(e["d"], e["op"], e["argsPreview"], ts=ts)
     elif t == "resume":
@@ -325,6 +349,7 @@ def _replay(lw: LegacyWriter, e: dict[str, Any], index: dict[str, Any]) -> None:
 
 def test_legacy_bulk_equals_per_event(tmp_path: Any) -> None:
     """The bulk prefill leaves the same files as the per-event pattern (same clock)."""
+
     def clock() -> Callable[[], int]:
         it = iter(range(1_795_502_415_000, 1 << 62))
         return lambda: next(it)
@@ -350,8 +375,13 @@ def test_workload_shape() -> None:
     assert all(len(c.steps_before) + len(c.steps_after) == sw.STEPS_PER_COMMAND for c in cmds)
     llm = [c.llm for c in cmds if c.llm]
     assert len(llm) == 100
-    receipt = {"key": llm[0].receipt_key, "request": llm[0].request, "response": llm[0].response,
-               "timestamp": 1795502415169, "durationMs": llm[0].duration_ms}
+    receipt = {
+        "key": llm[0].receipt_key,
+        "request": llm[0].request,
+        "response": llm[0].response,
+        "timestamp": 1795502415169,
+        "durationMs": llm[0].duration_ms,
+    }
     assert 1900 < len(sw.compact(receipt)) < 2300
     # successive states share most of their entries
     a, b = cmds[100].state["storeEntries"], cmds[101].state["storeEntries"]
@@ -387,8 +417,17 @@ def test_foreground_legacy(benchmark: Any, encoder: str, length: int, sscale: Sc
     benchmark.pedantic(sampler.measure, setup=setup, rounds=total)
     lat = _latency_info(sampler.samples)
     index_bytes = max(os.path.getsize(w.index_path) for w in writers)
-    _info(benchmark, "session_foreground", f"legacy_{encoder}", sscale, length=length, sessions=n_sessions,
-          per_session=per, index_bytes=index_bytes, **lat)
+    _info(
+        benchmark,
+        "session_foreground",
+        f"legacy_{encoder}",
+        sscale,
+        length=length,
+        sessions=n_sessions,
+        per_session=per,
+        index_bytes=index_bytes,
+        **lat,
+    )
     _RESULTS[("foreground", f"legacy_{encoder}", str(length))] = lat
     shutil.rmtree(root, ignore_errors=True)
 
@@ -416,8 +455,9 @@ PACES = ["idle_no_saver", "idle", "busy_no_saver", "busy", "flat_out_no_saver", 
 
 @pytest.mark.parametrize("length", LENGTHS)
 @pytest.mark.parametrize("pace", PACES)
-def test_foreground_seglog(benchmark: Any, pace: str, length: int, sscale: Scale, stmp: str,
-                           switch_interval: float) -> None:
+def test_foreground_seglog(
+    benchmark: Any, pace: str, length: int, sscale: Scale, stmp: str, switch_interval: float
+) -> None:
     """One command recorded into a SessionInstance while the PersistenceManager saves in
     the background, on sessions that already have ``length`` commands.
 
@@ -497,20 +537,31 @@ def test_foreground_seglog(benchmark: Any, pace: str, length: int, sscale: Scale
         return _latency_info([durs[i] for i in idx])["p99_us"] if idx else None
 
     extra: dict[str, Any] = {
-        "length": length, "pace": pace, "saver": saver, "sessions": n_sessions, "per_session": per,
-        "switch_interval_s": switch_interval, "gap_us": GAP_S * 1e6 if gap != "flat_out" else 0,
+        "length": length,
+        "pace": pace,
+        "saver": saver,
+        "sessions": n_sessions,
+        "per_session": per,
+        "switch_interval_s": switch_interval,
+        "gap_us": GAP_S * 1e6 if gap != "flat_out" else 0,
         "save_interval_s": SAVE_INTERVAL if saver else None,
-        "events_per_session": [lengths[0], lengths[-1]], "measure_s": round(elapsed, 2),
-        "saves_during": saves, "save_steps_during": steps,
+        "events_per_session": [lengths[0], lengths[-1]],
+        "measure_s": round(elapsed, 2),
+        "saves_during": saves,
+        "save_steps_during": steps,
         "step_p50_us": round(_pct(step_us, 50), 1) if step_us else None,
         "step_max_us": round(step_us[-1], 1) if step_us else None,
         "gc_passes": [sum(1 for *_, g in gcs.spans if g == gen) for gen in range(3)],
         "gc_max_us": round(gc_us[-1], 1) if gc_us else None,
         # where the slow commands come from
-        "overlapped_step_frac": round(len(ov) / n, 3), "overlapped_step_p99_us": sub(ov),
-        "blocked_frac": round(len(blocked) / n, 3), "blocked_p99_us": sub(blocked),
-        "preempted_frac": round(len(preempted) / n, 3), "preempted_p99_us": sub(preempted),
-        "gc_frac": round(len(in_gc) / n, 3), "gc_p99_us": sub(in_gc),
+        "overlapped_step_frac": round(len(ov) / n, 3),
+        "overlapped_step_p99_us": sub(ov),
+        "blocked_frac": round(len(blocked) / n, 3),
+        "blocked_p99_us": sub(blocked),
+        "preempted_frac": round(len(preempted) / n, 3),
+        "preempted_p99_us": sub(preempted),
+        "gc_frac": round(len(in_gc) / n, 3),
+        "gc_p99_us": sub(in_gc),
         "clean_p50_us": _latency_info(clean)["p50_us"] if clean else None,
         "clean_p99_us": _latency_info(clean)["p99_us"] if clean else None,
         "meets_p99_target": lat["p99_us"] <= TARGET_P99_US,
@@ -594,8 +645,9 @@ def long_session(stmp: str, long_commands: list[sw.Command]) -> LongSession:
 
 
 @pytest.mark.parametrize("mode", ["interactive", "background"])
-def test_bytes_on_disk(benchmark: Any, mode: str, sscale: Scale, stmp: str, long_session: LongSession,
-                      long_commands: list[sw.Command]) -> None:
+def test_bytes_on_disk(
+    benchmark: Any, mode: str, sscale: Scale, stmp: str, long_session: LongSession, long_commands: list[sw.Command]
+) -> None:
     """Store size after 1,000 commands and shutdown, vs the legacy .jsonl + .index.json of the
     same commands. The timing is the whole recording of the 1,000 commands, saves included."""
     benchmark.group = "S2 bytes on disk, 1,000 commands"
@@ -619,10 +671,23 @@ def test_bytes_on_disk(benchmark: Any, mode: str, sscale: Scale, stmp: str, long
     dir_bytes = _dir_bytes(path)
     legacy = long_session.legacy_bytes
     pct = 100 * dir_bytes / legacy["total"]
-    _info(benchmark, "session_bytes", "seglog", sscale, mode=mode, commands=LONG, events=events,
-          bytes=dir_bytes, bytes_on_disk_stats=stats.bytes_on_disk, stream_bytes=streams,
-          legacy_bytes=legacy["total"], legacy_jsonl_bytes=legacy["jsonl"], legacy_index_bytes=legacy["index"],
-          pct_of_legacy=round(pct, 2), meets_target=pct <= TARGET_BYTES_PCT)
+    _info(
+        benchmark,
+        "session_bytes",
+        "seglog",
+        sscale,
+        mode=mode,
+        commands=LONG,
+        events=events,
+        bytes=dir_bytes,
+        bytes_on_disk_stats=stats.bytes_on_disk,
+        stream_bytes=streams,
+        legacy_bytes=legacy["total"],
+        legacy_jsonl_bytes=legacy["jsonl"],
+        legacy_index_bytes=legacy["index"],
+        pct_of_legacy=round(pct, 2),
+        meets_target=pct <= TARGET_BYTES_PCT,
+    )
     for p, _ in built:
         shutil.rmtree(p, ignore_errors=True)
 
@@ -637,6 +702,7 @@ def test_load(benchmark: Any, impl: str, sscale: Scale, long_session: LongSessio
     benchmark.group = "S3 load a 1,000-command session"
     ls = long_session
     if impl == "legacy_json":
+
         def target() -> None:
             events, index = load_legacy(ls.legacy_dir, ls.name)
             assert len(events) == ls.events + 1 and len(index["states"]) == ls.checkpoints
@@ -664,8 +730,9 @@ def test_load(benchmark: Any, impl: str, sscale: Scale, long_session: LongSessio
         finally:
             for pm in managers:
                 pm.shutdown()
-    _info(benchmark, "session_load", impl, sscale, commands=LONG, events=ls.events,
-          legacy_bytes=ls.legacy_bytes["total"])
+    _info(
+        benchmark, "session_load", impl, sscale, commands=LONG, events=ls.events, legacy_bytes=ls.legacy_bytes["total"]
+    )
     stats = getattr(benchmark, "stats", None)
     if stats is not None:
         median = stats.stats.median
@@ -694,10 +761,22 @@ def test_pool_memory(benchmark: Any, duty: float, sscale: Scale, stmp: str) -> N
         n += 1
         path = _new_dir(stmp, f"mem-{duty}-{n}")
         out = subprocess.run(
-            [sys.executable, os.path.join(BENCH_DIR, "session_memory_child.py"), path,
-             "--sessions", str(sscale.mem_sessions), "--commands", str(sscale.mem_commands),
-             "--save-interval", str(SAVE_INTERVAL), "--duty", str(duty)],
-            check=False, capture_output=True, text=True,
+            [
+                sys.executable,
+                os.path.join(BENCH_DIR, "session_memory_child.py"),
+                path,
+                "--sessions",
+                str(sscale.mem_sessions),
+                "--commands",
+                str(sscale.mem_commands),
+                "--save-interval",
+                str(SAVE_INTERVAL),
+                "--duty",
+                str(duty),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
         )
         if out.returncode:
             raise RuntimeError(f"memory child failed ({out.returncode}):\n{out.stderr[-4000:]}")
@@ -706,8 +785,14 @@ def test_pool_memory(benchmark: Any, duty: float, sscale: Scale, stmp: str) -> N
 
     benchmark.pedantic(run, rounds=1)
     r = results[-1]
-    _info(benchmark, "session_memory", "seglog" if duty < 1 else "seglog_flat_out", sscale, **r,
-          meets_target=r["peak_rss_mb"] < TARGET_RSS_MB)
+    _info(
+        benchmark,
+        "session_memory",
+        "seglog" if duty < 1 else "seglog_flat_out",
+        sscale,
+        **r,
+        meets_target=r["peak_rss_mb"] < TARGET_RSS_MB,
+    )
 
 
 # ---------------------------------------------------------------- summary
@@ -728,21 +813,26 @@ def summary(path: str) -> str:
                 fig += f", p99.9 {x['p999_us']} µs, max {x['max_us']} µs"
             fig += f" (n={x['samples']})"
             if "no_saver_p99_us" in x:
-                fig += (f"; no saver: p50 {x['no_saver_p50_us']}, p99 {x['no_saver_p99_us']}, p99.9 "
-                        f"{x['no_saver_p999_us']}, max {x['no_saver_max_us']} µs; p99 {x['p99_vs_no_saver']}x")
+                fig += (
+                    f"; no saver: p50 {x['no_saver_p50_us']}, p99 {x['no_saver_p99_us']}, p99.9 "
+                    f"{x['no_saver_p999_us']}, max {x['no_saver_max_us']} µs; p99 {x['p99_vs_no_saver']}x"
+                )
             if "ratio_vs_legacy" in x:
                 fig += f", {x['ratio_vs_legacy']}x legacy_json, {x.get('ratio_vs_legacy_orjson')}x legacy_orjson"
             if "clean_p99_us" in x:
-                fig += (f"; p99 w/o blocked/preempted/gc {x['clean_p99_us']} µs; blocked {x['blocked_frac']:.1%}"
-                        f" (p99 {x['blocked_p99_us']}), preempted {x['preempted_frac']:.1%},"
-                        f" during a step of a save {x.get('overlapped_step_frac', 0):.1%}")
+                fig += (
+                    f"; p99 w/o blocked/preempted/gc {x['clean_p99_us']} µs; blocked {x['blocked_frac']:.1%}"
+                    f" (p99 {x['blocked_p99_us']}), preempted {x['preempted_frac']:.1%},"
+                    f" during a step of a save {x.get('overlapped_step_frac', 0):.1%}"
+                )
         elif bench == "session_bytes":
             what = x["mode"]
             fig = f"{x['bytes']:,} B vs legacy {x['legacy_bytes']:,} B = {x['pct_of_legacy']}%"
         elif bench == "session_load":
             what = "load"
-            fig = f"median {x.get('median_ms')} ms" + (f", {x['ratio_vs_legacy']}x faster than legacy"
-                                                       if "ratio_vs_legacy" in x else "")
+            fig = f"median {x.get('median_ms')} ms" + (
+                f", {x['ratio_vs_legacy']}x faster than legacy" if "ratio_vs_legacy" in x else ""
+            )
         else:
             what = f"{x['sessions']} sessions x {x['commands']} commands, duty {x['duty']}"
             fig = f"peak RSS {x['peak_rss_mb']} MB, max pending changes {x['max_pending_changes']:,}"

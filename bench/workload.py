@@ -45,9 +45,15 @@ _WEIGHTS = (12, 30, 5, 7, 7, 10, 6, 15, 4)
 _CUM = list(accumulate(_WEIGHTS))
 # The field of each type whose length is adjusted to hit the JSON size target.
 _TEXT_FIELD = {
-    "input": "code", "step": "ctrl", "checkpoint": "reason", "llm_req": "promptPreview",
-    "llm_resp": "valuePreview", "effect": "argsPreview", "resume": "valuePreview",
-    "result": "value", "error": "message",
+    "input": "code",
+    "step": "ctrl",
+    "checkpoint": "reason",
+    "llm_req": "promptPreview",
+    "llm_resp": "valuePreview",
+    "effect": "argsPreview",
+    "resume": "valuePreview",
+    "result": "value",
+    "error": "message",
 }
 _MODELS = ("claude-3-5-haiku", "claude-sonnet-4", "gpt-4o-mini", "llama-3.1-8b")
 _OPS = ("fs.read", "fs.write", "http.get", "clock.now", "env.get", "proc.run", "kv.put", "kv.get")
@@ -131,14 +137,27 @@ def events(stream: int, first_seq: int, n: int, seed: int = DEFAULT_SEED) -> lis
         elif t == "step":
             ev = {"seq": seq, "ts": ts, "type": t, "d": d, "ctrl": ""}
         elif t == "checkpoint":
-            ev = {"seq": seq, "ts": ts, "type": t, "d": d, "reason": "",
-                  "stateId": f"st-{stream:04x}-{seq:08x}"}
+            ev = {"seq": seq, "ts": ts, "type": t, "d": d, "reason": "", "stateId": f"st-{stream:04x}-{seq:08x}"}
         elif t == "llm_req":
-            ev = {"seq": seq, "ts": ts, "type": t, "d": d, "model": _MODELS[seq % 4], "promptPreview": "",
-                  "receiptKey": f"rcpt-{stream:04x}{seq:08x}"}
+            ev = {
+                "seq": seq,
+                "ts": ts,
+                "type": t,
+                "d": d,
+                "model": _MODELS[seq % 4],
+                "promptPreview": "",
+                "receiptKey": f"rcpt-{stream:04x}{seq:08x}",
+            }
         elif t == "llm_resp":
-            ev = {"seq": seq, "ts": ts, "type": t, "d": d, "valuePreview": "",
-                  "durationMs": 80 + randrange(9000), "receiptKey": f"rcpt-{stream:04x}{seq - 1:08x}"}
+            ev = {
+                "seq": seq,
+                "ts": ts,
+                "type": t,
+                "d": d,
+                "valuePreview": "",
+                "durationMs": 80 + randrange(9000),
+                "receiptKey": f"rcpt-{stream:04x}{seq - 1:08x}",
+            }
         elif t == "effect":
             ev = {"seq": seq, "ts": ts, "type": t, "d": d, "op": _OPS[randrange(8)], "argsPreview": ""}
         elif t == "resume":
@@ -171,8 +190,9 @@ def _json_len_empty(ev: dict[str, Any]) -> int:
     return n
 
 
-def batch_plan(n_events: int, n_streams: int = N_STREAMS, batch: int = BATCH,
-               start: int = 0) -> Iterator[tuple[int, int, int]]:
+def batch_plan(
+    n_events: int, n_streams: int = N_STREAMS, batch: int = BATCH, start: int = 0
+) -> Iterator[tuple[int, int, int]]:
     """``(stream, first_seq, count)`` of each batch: ``batch`` consecutive events of
     one stream, streams round-robin. The last batch may be short. Batches before
     event number ``start`` are skipped (to continue a store built with ``start``
@@ -189,8 +209,9 @@ def batch_plan(n_events: int, n_streams: int = N_STREAMS, batch: int = BATCH,
         i += 1
 
 
-def batches(n_events: int, n_streams: int = N_STREAMS, batch: int = BATCH,
-            seed: int = DEFAULT_SEED, start: int = 0) -> Iterator[Batch]:
+def batches(
+    n_events: int, n_streams: int = N_STREAMS, batch: int = BATCH, seed: int = DEFAULT_SEED, start: int = 0
+) -> Iterator[Batch]:
     """``(stream, first_seq, events)`` for each batch of :func:`batch_plan`."""
     for stream, first, count in batch_plan(n_events, n_streams, batch, start):
         yield stream, first, events(stream, first, count, seed)

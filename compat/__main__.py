@@ -73,8 +73,9 @@ exit status:
 Errors are one line on stderr: "compat: error: <what was wrong>".
 """
 
-LEGACY_HELP = ("the REPL's session folder: the one that holds sessions/ (and any repl-NAME.json snapshots), "
-               "not sessions/ itself")
+LEGACY_HELP = (
+    "the REPL's session folder: the one that holds sessions/ (and any repl-NAME.json snapshots), not sessions/ itself"
+)
 STORE_HELP = "the store's folder (the one holding its MANIFEST)"
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,11 @@ def check_legacy_dir(path: str) -> None:
         looks_like_sessions = False
     if looks_like_sessions or os.path.basename(os.path.normpath(path)) == "sessions":
         parent = os.path.dirname(os.path.abspath(path))
-        raise CliError(EXIT_USAGE, f"{path} has no sessions/ folder: it looks like the sessions/ folder itself; "
-                                   f"give the folder that holds it ({parent})")
+        raise CliError(
+            EXIT_USAGE,
+            f"{path} has no sessions/ folder: it looks like the sessions/ folder itself; "
+            f"give the folder that holds it ({parent})",
+        )
     raise CliError(EXIT_USAGE, f"{path} has no sessions/ folder ({expected})")
 
 
@@ -143,11 +147,17 @@ def check_new_store_dir(path: str, legacy_dir: str) -> None:
     wanted = "give a new or empty folder, or an existing store"
     real, legacy = _real(path), _real(legacy_dir)
     if real == legacy:
-        raise CliError(EXIT_USAGE, f"STORE_DIR {path} is the legacy folder itself; give the store a folder of "
-                                   "its own (a new or empty folder, or an existing store)")
+        raise CliError(
+            EXIT_USAGE,
+            f"STORE_DIR {path} is the legacy folder itself; give the store a folder of "
+            "its own (a new or empty folder, or an existing store)",
+        )
     if _inside(real, legacy):
-        raise CliError(EXIT_USAGE, f"STORE_DIR {path} is inside the legacy folder {legacy_dir}; give the store a "
-                                   "folder outside it (a new or empty folder, or an existing store)")
+        raise CliError(
+            EXIT_USAGE,
+            f"STORE_DIR {path} is inside the legacy folder {legacy_dir}; give the store a "
+            "folder outside it (a new or empty folder, or an existing store)",
+        )
     if not os.path.exists(path):
         _creatable(path, "STORE_DIR")
         return
@@ -174,16 +184,19 @@ def check_out_dir(path: str, store_dir: str) -> None:
     if real == store:
         raise CliError(EXIT_USAGE, f"OUT_DIR {path} is the store's folder; write the legacy files to another folder")
     if _inside(real, store):
-        raise CliError(EXIT_USAGE, f"OUT_DIR {path} is inside the store's folder {store_dir}; write the legacy "
-                                   "files to a folder outside it")
+        raise CliError(
+            EXIT_USAGE,
+            f"OUT_DIR {path} is inside the store's folder {store_dir}; write the legacy files to a folder outside it",
+        )
     if not os.path.exists(path):
         _creatable(path, "OUT_DIR")
         return
     if not os.path.isdir(path):
         raise CliError(EXIT_USAGE, f"OUT_DIR {path} is a file, not a folder")
     if os.path.exists(os.path.join(path, MANIFEST_NAME)):
-        raise CliError(EXIT_USAGE, f"OUT_DIR {path} holds a store (a MANIFEST); write the legacy files to "
-                                   "another folder")
+        raise CliError(
+            EXIT_USAGE, f"OUT_DIR {path} holds a store (a MANIFEST); write the legacy files to another folder"
+        )
     for sub in ("sessions", "receipts", SIDECAR_DIR):
         p = os.path.join(path, sub)
         if os.path.exists(p) and not os.path.isdir(p):
@@ -254,9 +267,11 @@ def _fatal(exc: BaseException) -> bool:
 
 
 def _counts(kind: str, counts: dict[str, int], total: int) -> str:
-    parts = [f"{counts[s]:,} {label}" for s, label in ((WRITTEN, "written"), (APPENDED, "appended"),
-                                                       (UNCHANGED, "unchanged"), ("failed", "failed"))
-             if counts.get(s)]
+    parts = [
+        f"{counts[s]:,} {label}"
+        for s, label in ((WRITTEN, "written"), (APPENDED, "appended"), (UNCHANGED, "unchanged"), ("failed", "failed"))
+        if counts.get(s)
+    ]
     return _plural(total, kind) + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -300,8 +315,10 @@ def cmd_materialize(args: argparse.Namespace, out: TextIO) -> int:
                 written += attempt("snapshot", name, snapshot_counts, partial(snapshot, name, data))
         finally:
             bar.close()
-    out.write(f"{_counts('session', sessions, len(names))}, {_counts('snapshot', snapshot_counts, len(snaps))}; "
-              f"{_plural(written, 'byte')} written to {args.out_dir}\n")
+    out.write(
+        f"{_counts('session', sessions, len(names))}, {_counts('snapshot', snapshot_counts, len(snaps))}; "
+        f"{_plural(written, 'byte')} written to {args.out_dir}\n"
+    )
     failed = sessions.get("failed", 0) + snapshot_counts.get("failed", 0)
     return EXIT_FAILURE if failed else EXIT_OK
 
@@ -344,33 +361,58 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=USAGE_PROG, description="Legacy session files and seglog stores: import a REPL's "
-                     "session folder into a store, write it back (materialize), check it byte for byte (verify).",
-                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog=USAGE_PROG,
+        description="Legacy session files and seglog stores: import a REPL's "
+        "session folder into a store, write it back (materialize), check it byte for byte (verify).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help: str, func: Callable[[argparse.Namespace, TextIO], int]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
     p = command("import", "import a legacy session folder into a store (again: only what changed)", cmd_import)
     p.add_argument("legacy_dir", metavar="LEGACY_DIR", help=LEGACY_HELP)
-    p.add_argument("store_dir", metavar="STORE_DIR",
-                   help="the store to import into: a new or empty folder (it becomes a store) or an existing "
-                        "store (a folder holding a MANIFEST); not LEGACY_DIR nor a folder inside it")
-    p = command("materialize", "write the legacy files of a store's sessions; files already up to date are "
-                "left alone, grown sessions get their new lines appended", cmd_materialize)
+    p.add_argument(
+        "store_dir",
+        metavar="STORE_DIR",
+        help="the store to import into: a new or empty folder (it becomes a store) or an existing "
+        "store (a folder holding a MANIFEST); not LEGACY_DIR nor a folder inside it",
+    )
+    p = command(
+        "materialize",
+        "write the legacy files of a store's sessions; files already up to date are "
+        "left alone, grown sessions get their new lines appended",
+        cmd_materialize,
+    )
     p.add_argument("store_dir", metavar="STORE_DIR", help=STORE_HELP)
-    p.add_argument("out_dir", metavar="OUT_DIR",
-                   help="where to write sessions/, receipts/ and repl-NAME.json (created if needed); not a "
-                        "store, nor STORE_DIR or a folder inside it")
-    p.add_argument("--session", action="append", metavar="NAME",
-                   help="only this session (repeatable); a NAME may start with '-': --session -dash and "
-                        "--session=-dash both work")
-    p = command("verify", "check that a store reproduces a legacy session folder byte for byte; exit 1 if "
-                "any file differs", cmd_verify)
+    p.add_argument(
+        "out_dir",
+        metavar="OUT_DIR",
+        help="where to write sessions/, receipts/ and repl-NAME.json (created if needed); not a "
+        "store, nor STORE_DIR or a folder inside it",
+    )
+    p.add_argument(
+        "--session",
+        action="append",
+        metavar="NAME",
+        help="only this session (repeatable); a NAME may start with '-': --session -dash and --session=-dash both work",
+    )
+    p = command(
+        "verify",
+        "check that a store reproduces a legacy session folder byte for byte; exit 1 if any file differs",
+        cmd_verify,
+    )
     p.add_argument("legacy_dir", metavar="LEGACY_DIR", help=LEGACY_HELP)
     p.add_argument("store_dir", metavar="STORE_DIR", help=STORE_HELP)
     return parser

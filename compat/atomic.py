@@ -68,7 +68,7 @@ def match_file(f: BinaryIO, chunks: Iterable[bytes]) -> tuple[str, Iterator[byte
         if got == chunk:
             continue
         if len(got) < len(chunk) and chunk.startswith(got):  # a short read: the file ends here
-            return "prefix", itertools.chain([chunk[len(got):]], it)
+            return "prefix", itertools.chain([chunk[len(got) :]], it)
         return "differs", iter(())
     return ("same" if not f.read(1) else "differs"), iter(())
 

@@ -33,8 +33,15 @@ from engine.session.values import js_numbers
 
 from .materialize import session_bytes
 
-__all__ = ["ImportResult", "LegacyFormatError", "import_legacy", "import_session", "import_snapshot",
-           "legacy_names", "snapshot_names"]
+__all__ = [
+    "ImportResult",
+    "LegacyFormatError",
+    "import_legacy",
+    "import_session",
+    "import_snapshot",
+    "legacy_names",
+    "snapshot_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +62,9 @@ def legacy_names(legacy_dir: str) -> list[str]:
     """The session names of ``legacy_dir``, the folder that holds ``sessions/``."""
     sessions = os.path.join(legacy_dir, "sessions")
     if not os.path.isdir(sessions):
-        raise LegacyFormatError("no sessions/ folder (a legacy directory is the folder that holds sessions/)",
-                                legacy_dir)
+        raise LegacyFormatError(
+            "no sessions/ folder (a legacy directory is the folder that holds sessions/)", legacy_dir
+        )
     names = set()
     for entry in os.listdir(sessions):
         if entry.endswith(".index.json"):
@@ -154,8 +162,13 @@ def parse_jsonl(data: bytes, path: str) -> tuple[dict[str, Any], list[dict[str, 
         except (ValueError, UnicodeDecodeError) as exc:
             raise LegacyFormatError(f"invalid JSON: {exc}", path, i) from None
     header = values[0]
-    if not (isinstance(header, dict) and header.get("type") == "session" and isinstance(header.get("id"), str)
-            and isinstance(header.get("created"), str) and list(header) == ["type", "version", "id", "created"]):
+    if not (
+        isinstance(header, dict)
+        and header.get("type") == "session"
+        and isinstance(header.get("id"), str)
+        and isinstance(header.get("created"), str)
+        and list(header) == ["type", "version", "id", "created"]
+    ):
         raise LegacyFormatError("first line is not a session header {type, version, id, created}", path, 1)
     events = values[1:]
     for i, event in enumerate(events):
@@ -176,11 +189,13 @@ def check_references(events: list[dict[str, Any]], index: dict[str, Any], path: 
     """Every state and receipt the events name (up to the index's eventCount) is in the index."""
     for event in events[: index["eventCount"]]:
         if event["type"] == "checkpoint" and event["stateId"] not in index["states"]:
-            raise LegacyFormatError(f"state {event['stateId']!r} of the checkpoint at seq {event['seq']} "
-                                    "is missing from the index", path)
+            raise LegacyFormatError(
+                f"state {event['stateId']!r} of the checkpoint at seq {event['seq']} is missing from the index", path
+            )
         if event["type"] == "llm_resp" and event["receiptKey"] not in index["receipts"]:
-            raise LegacyFormatError(f"receipt {event['receiptKey']!r} of the llm_resp at seq {event['seq']} "
-                                    "is missing from the index", path)
+            raise LegacyFormatError(
+                f"receipt {event['receiptKey']!r} of the llm_resp at seq {event['seq']} is missing from the index", path
+            )
 
 
 def parse_index(data: bytes, path: str) -> dict[str, Any]:
@@ -237,8 +252,9 @@ def _state_parts(index: dict[str, Any], texts: dict[str, str]) -> Iterator[tuple
             yield state_id, "m", codec.pack_value(js_numbers(value)), seq
 
 
-def _write_session(p: SessionPersister, events: list[dict[str, Any]], index: dict[str, Any],
-                   texts: dict[str, str]) -> None:
+def _write_session(
+    p: SessionPersister, events: list[dict[str, Any]], index: dict[str, Any], texts: dict[str, str]
+) -> None:
     p.put_states(_state_parts(index, texts))
     resp_seq = {e.get("receiptKey"): e["seq"] for e in events if e["type"] == "llm_resp"}
     for key, receipt in index["receipts"].items():
@@ -249,8 +265,11 @@ def _write_session(p: SessionPersister, events: list[dict[str, Any]], index: dic
             p.append_events(chunk)
         except EncodeError:
             p.append_events(js_numbers(chunk))
-    cps = [{"seq": e["seq"], "stateId": e.get("stateId"), "reason": e.get("reason")}
-           for e in events if e["type"] == "checkpoint"]
+    cps = [
+        {"seq": e["seq"], "stateId": e.get("stateId"), "reason": e.get("reason")}
+        for e in events
+        if e["type"] == "checkpoint"
+    ]
     for i in range(0, len(cps), EVENTS_PER_RECORD):
         p.append_checkpoint_entries(cps[i : i + EVENTS_PER_RECORD])
 

@@ -153,8 +153,9 @@ def _incremental(p: SessionPersister, jsonl: str, side: dict[str, Any]) -> _Json
     written = _update(jsonl, size, state, rest)
     if written is None:
         return None
-    return _Jsonl(APPENDED if written else UNCHANGED, size + written, written, h.hexdigest(), info, offsets,
-                  start, True)
+    return _Jsonl(
+        APPENDED if written else UNCHANGED, size + written, written, h.hexdigest(), info, offsets, start, True
+    )
 
 
 def _full(p: SessionPersister, jsonl: str, header: bytes) -> _Jsonl:
@@ -172,8 +173,9 @@ def _full(p: SessionPersister, jsonl: str, header: bytes) -> _Jsonl:
     if state in ("same", "prefix"):
         written = _update(jsonl, size, state, rest)
         if written is not None:
-            return _Jsonl(APPENDED if written else UNCHANGED, size + written, written, h.hexdigest(), info,
-                          offsets, 0, False)
+            return _Jsonl(
+                APPENDED if written else UNCHANGED, size + written, written, h.hexdigest(), info, offsets, 0, False
+            )
     if state != "missing":  # start again
         chunks, h, info, offsets = content()
     size = atomic_write(jsonl, chunks)
@@ -188,8 +190,14 @@ def _load_sidecar(out_dir: str, name: str, header: str, uid: str) -> dict[str, A
             side = json.load(f)
         if not isinstance(side, dict) or side.get("uid") != uid or side.get("header") != header:
             return None
-        for key, kind in (("size", int), ("digest", str), ("events", int), ("index_events", int),
-                          ("receipt_keys", list), ("offsets", dict)):
+        for key, kind in (
+            ("size", int),
+            ("digest", str),
+            ("events", int),
+            ("index_events", int),
+            ("receipt_keys", list),
+            ("offsets", dict),
+        ):
             if not isinstance(side.get(key), kind):
                 return None
         return side
@@ -215,8 +223,13 @@ def _write_rendered(p: SessionPersister, name: str, out_dir: str, jsonl: str, in
     index_written = 0 if same_bytes(index, index_chunks) else atomic_write(index, index_chunks)
 
     doc = {
-        "uid": meta.uid, "header": header, "size": done.size, "digest": done.digest, "events": done.info.events,
-        "index_events": done.info.index_events, "receipt_keys": list(done.info.receipt_keys or {}),
+        "uid": meta.uid,
+        "header": header,
+        "size": done.size,
+        "digest": done.digest,
+        "events": done.info.events,
+        "index_events": done.info.index_events,
+        "receipt_keys": list(done.info.receipt_keys or {}),
         "offsets": {str(k): v for k, v in done.offsets.items()},
     }
     if doc != side:
@@ -224,8 +237,15 @@ def _write_rendered(p: SessionPersister, name: str, out_dir: str, jsonl: str, in
     status = done.status
     if status == UNCHANGED and index_written:
         status = WRITTEN
-    return Materialized(name, done.size, index_size, done.info.events - done.start, done.incremental, status,
-                        done.written + index_written)
+    return Materialized(
+        name,
+        done.size,
+        index_size,
+        done.info.events - done.start,
+        done.incremental,
+        status,
+        done.written + index_written,
+    )
 
 
 def _save_sidecar(out_dir: str, name: str, doc: dict[str, object]) -> None:
@@ -238,8 +258,7 @@ def session_bytes(p: SessionPersister) -> tuple[bytes, bytes]:
     return p.legacy_source() or render_session(p)
 
 
-def _write_source(p: SessionPersister, name: str, jsonl: str, index: str,
-                  source: tuple[bytes, bytes]) -> Materialized:
+def _write_source(p: SessionPersister, name: str, jsonl: str, index: str, source: tuple[bytes, bytes]) -> Materialized:
     """Write the source bytes an import kept (see ``SessionPersister.legacy_source``)."""
     data_jsonl, data_index = source
     status, written, lines = WRITTEN, 0, p.event_count

@@ -47,8 +47,9 @@ def _compare(path: str, expected: bytes, actual: bytes) -> Mismatch | None:
     return Mismatch(path, off, f"legacy file has {len(expected)} bytes, materialized {len(actual)}")
 
 
-def verify(catalog: SessionCatalog, legacy_dir: str,
-           progress: Callable[[], object] | None = None) -> Iterator[Mismatch]:
+def verify(
+    catalog: SessionCatalog, legacy_dir: str, progress: Callable[[], object] | None = None
+) -> Iterator[Mismatch]:
     """Every file of ``legacy_dir`` that materializing from the store does not reproduce.
 
     ``progress`` is called once per session and per snapshot checked."""

@@ -147,8 +147,10 @@ class Progress:
         if self.total:
             width = 30
             filled = min(width, width * done // self.total)
-            line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                    f"{self.unit(done)}/{self.unit(self.total)}, {secs}")
+            line = (
+                f"{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{self.unit(done)}/{self.unit(self.total)}, {secs}"
+            )
         else:
             line = f"{self.label}: {secs}"
         sys.stderr.write(f"\r{line}\x1b[K")
@@ -252,9 +254,11 @@ def describe_pass(report: Any) -> str:
         return f"nothing to compact, {report.duration_s:.2f} s"
     saved = report.bytes_in - report.bytes_out
     share = f", -{100 * saved / report.bytes_in:.0f}%" if report.bytes_in else ""
-    return (f"segments {_ids(report.segments_in)} -> {_ids(report.segments_out)}: "
-            f"{_n(report.bytes_in)} -> {_n(report.bytes_out)} bytes ({_n(saved)} reclaimed{share}), "
-            f"{_n(report.records_in)} -> {_n(report.records_out)} records, {report.duration_s:.2f} s")
+    return (
+        f"segments {_ids(report.segments_in)} -> {_ids(report.segments_out)}: "
+        f"{_n(report.bytes_in)} -> {_n(report.bytes_out)} bytes ({_n(saved)} reclaimed{share}), "
+        f"{_n(report.records_in)} -> {_n(report.records_out)} records, {report.duration_s:.2f} s"
+    )
 
 
 def cmd_stat(args: argparse.Namespace, out: TextIO) -> int:
@@ -284,8 +288,9 @@ def cmd_stat(args: argparse.Namespace, out: TextIO) -> int:
         total += g.size
         state = ("sealed, set aside" if g.set_aside else "sealed") if g.sealed else "active"
         if g.sealed:
-            rows.append([str(g.segment_id), _n(g.size), state, _n(g.live_bytes), _n(g.garbage_bytes),
-                         f"{100 * g.ratio:.1f}%"])
+            rows.append(
+                [str(g.segment_id), _n(g.size), state, _n(g.live_bytes), _n(g.garbage_bytes), f"{100 * g.ratio:.1f}%"]
+            )
         else:
             rows.append([str(g.segment_id), _n(g.size), state, "-", "-", "-"])
     rows.append(["total", _n(total), "", "", _n(garbage.reclaimable_bytes), ""])
@@ -298,8 +303,7 @@ def cmd_stat(args: argparse.Namespace, out: TextIO) -> int:
     if last is None:
         out.write("last compaction  never\n")
     else:
-        out.write(f"last compaction  {_when(last.started)}: {describe_pass(last)}; "
-                  f"set aside: {_ids(last.set_aside)}\n")
+        out.write(f"last compaction  {_when(last.started)}: {describe_pass(last)}; set aside: {_ids(last.set_aside)}\n")
     return EXIT_OK
 
 
@@ -313,14 +317,20 @@ def cmd_streams(args: argparse.Namespace, out: TextIO) -> int:
     rows = [["name", "events", "bytes", "blobs"]]
     rows += [[i.name, _n(i.events), _n(i.bytes), _n(i.blobs)] for i in infos]
     _table(rows, {1, 2, 3}, out)
-    out.write(f"{_plural(len(infos), 'stream')}, {_plural(sum(i.events for i in infos), 'event')}, "
-              f"{_bytes(sum(i.bytes for i in infos))}, {_plural(sum(i.blobs for i in infos), 'blob')}\n")
+    out.write(
+        f"{_plural(len(infos), 'stream')}, {_plural(sum(i.events for i in infos), 'event')}, "
+        f"{_bytes(sum(i.bytes for i in infos))}, {_plural(sum(i.blobs for i in infos), 'blob')}\n"
+    )
     return EXIT_OK
 
 
 # --------------------------------------------------------------------------- dump
-_TYPE_NAMES: dict[int, str] = {RecordType.EVENTS: "events", RecordType.BLOB: "blob",
-                               RecordType.STREAM_CREATE: "create", RecordType.STREAM_DROP: "drop"}
+_TYPE_NAMES: dict[int, str] = {
+    RecordType.EVENTS: "events",
+    RecordType.BLOB: "blob",
+    RecordType.STREAM_CREATE: "create",
+    RecordType.STREAM_DROP: "drop",
+}
 
 
 def _flags(flags: int) -> str:
@@ -341,8 +351,7 @@ def describe_record(rec: RecordView, max_bytes: int, names: dict[int, str]) -> s
         return f"{head} seq: {rec.seq} count: {rec.count}{tail} value: {preview(rec.events(max_bytes))}"
     if rec.rtype == RecordType.BLOB:
         key = rec.blob_key().decode("utf-8", "backslashreplace")
-        return (f"{head} key_hash: 0x{rec.seq:016x}{tail} key: {key!r} "
-                f"value: {preview(rec.blob_value(max_bytes))}")
+        return f"{head} key_hash: 0x{rec.seq:016x}{tail} key: {key!r} value: {preview(rec.blob_value(max_bytes))}"
     if rec.rtype == RecordType.STREAM_CREATE:
         return f"{head}{tail} name: {rec.name()!r}"
     return head + tail
@@ -381,15 +390,19 @@ def _dump_segment(store: Store, segment_id: int, limit: int | None, out: TextIO)
             bar.close()
         out.write(f"{_plural(shown, 'record')}, up to offset {_n(end)}\n")
         if end < seg.size:
-            raise CliError(EXIT_FAILURE, f"segment {segment_id} has {_n(seg.size - end)} bytes that are not a "
-                                         f"whole record at offset {end} ({seg.path})")
+            raise CliError(
+                EXIT_FAILURE,
+                f"segment {segment_id} has {_n(seg.size - end)} bytes that are not a "
+                f"whole record at offset {end} ({seg.path})",
+            )
     return EXIT_OK
 
 
 def _dump_stream(store: Store, name: str, limit: int | None, out: TextIO) -> int:
     info = store.stream_info(name)
-    out.write(f"stream {info.name!r}: {_plural(info.events, 'event')}, {_plural(info.blobs, 'blob')}, "
-              f"{_bytes(info.bytes)}\n")
+    out.write(
+        f"stream {info.name!r}: {_plural(info.events, 'event')}, {_plural(info.blobs, 'blob')}, {_bytes(info.bytes)}\n"
+    )
     stop = info.events if limit is None else min(info.events, limit)
     bar = Progress(f"dump {name}", stop)
     try:
@@ -433,8 +446,10 @@ def cmd_backup(args: argparse.Namespace, out: TextIO) -> int:
         with Progress(f"backup to {args.dest}").ticking():
             store.backup(args.dest)
         stats = store.stats()
-    out.write(f"backed up {args.store_dir} to {args.dest}: {_plural(stats.segments, 'segment')}, "
-              f"{_plural(stats.streams, 'stream')}, {_plural(stats.events, 'event')}\n")
+    out.write(
+        f"backed up {args.store_dir} to {args.dest}: {_plural(stats.segments, 'segment')}, "
+        f"{_plural(stats.streams, 'stream')}, {_plural(stats.events, 'event')}\n"
+    )
     return EXIT_OK
 
 
@@ -559,15 +574,23 @@ def _ratio(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Inspect, check, back up and compact a seglog store "
-                     "(also run as 'python -m engine').", epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog=PROG,
+        description="Inspect, check, back up and compact a seglog store (also run as 'python -m engine').",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     store_help = "the store's directory (the one holding its MANIFEST)"
 
     def command(name: str, help: str, func: Callable[[argparse.Namespace, TextIO], int]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument("store_dir", metavar="STORE_DIR", help=store_help)
         p.set_defaults(func=func)
         return p
@@ -576,30 +599,58 @@ def build_parser() -> argparse.ArgumentParser:
     command("streams", "one line per stream: name, events, bytes, blobs", cmd_streams)
     p = command("dump", "print the records of a segment, or the events and blobs of a stream", cmd_dump)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--segment", type=_non_negative_int, metavar="ID",
-                       help="every record of segment ID in file order (ids: see 'stat')")
+    which.add_argument(
+        "--segment",
+        type=_non_negative_int,
+        metavar="ID",
+        help="every record of segment ID in file order (ids: see 'stat')",
+    )
     which.add_argument("--stream", metavar="NAME", help="the events of stream NAME in order, then its blobs")
-    p.add_argument("--limit", type=_non_negative_int, metavar="N",
-                   help="stop after N records (--segment), or N events and N blobs (--stream)")
+    p.add_argument(
+        "--limit",
+        type=_non_negative_int,
+        metavar="N",
+        help="stop after N records (--segment), or N events and N blobs (--stream)",
+    )
     command("verify", "check every record's checksum and payload; exit 1 if any is damaged", cmd_verify)
     p = command("backup", "copy the store, consistent as of now, into a new or empty directory", cmd_backup)
     p.add_argument("dest", metavar="DEST", help="the backup's directory: new, or empty (it becomes a store)")
-    p = command("compact", "rewrite sealed segments without their dead records (the store may be in use)",
-                cmd_compact)
-    p.add_argument("--watch", action="store_true",
-                   help="compact again every --interval seconds until SIGTERM or SIGINT (the pass in "
-                        "progress finishes first)")
-    p.add_argument("--interval", type=_non_negative_float, default=10.0, metavar="SECONDS",
-                   help="with --watch: seconds between passes, 0 for back to back (default: 10)")
-    p.add_argument("--segment-bytes", type=_positive_int, metavar="N",
-                   help="size of the segments written (default: 64 MiB, the store's default)")
-    p.add_argument("--everything", action="store_true",
-                   help="rewrite every sealed segment, whatever its garbage (merges small ones too)")
-    p.add_argument("--max-rate", type=_positive_float, metavar="MIB_PER_S",
-                   help="read at most this many MiB/s of input segments (default: unthrottled)")
-    p.add_argument("--garbage-ratio", type=_ratio, metavar="R",
-                   help="rewrite a sealed segment once this share of it is dead, 0 < R <= 1 (default: the "
-                        "compactor's)")
+    p = command("compact", "rewrite sealed segments without their dead records (the store may be in use)", cmd_compact)
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="compact again every --interval seconds until SIGTERM or SIGINT (the pass in progress finishes first)",
+    )
+    p.add_argument(
+        "--interval",
+        type=_non_negative_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --watch: seconds between passes, 0 for back to back (default: 10)",
+    )
+    p.add_argument(
+        "--segment-bytes",
+        type=_positive_int,
+        metavar="N",
+        help="size of the segments written (default: 64 MiB, the store's default)",
+    )
+    p.add_argument(
+        "--everything",
+        action="store_true",
+        help="rewrite every sealed segment, whatever its garbage (merges small ones too)",
+    )
+    p.add_argument(
+        "--max-rate",
+        type=_positive_float,
+        metavar="MIB_PER_S",
+        help="read at most this many MiB/s of input segments (default: unthrottled)",
+    )
+    p.add_argument(
+        "--garbage-ratio",
+        type=_ratio,
+        metavar="R",
+        help="rewrite a sealed segment once this share of it is dead, 0 < R <= 1 (default: the compactor's)",
+    )
     return parser
 
 

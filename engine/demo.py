@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 def initial_state(rng: random.Random) -> dict[str, Any]:
     """A machine state shaped like the REPL's (store entries, environment, budgets)."""
     natives = ["+", "-", "*", "/", "car", "cdr", "cons", "list", "map", "filter", "signal", "error"]
-    entries: list[Any] = [[i, {"tag": "Native", "name": natives[i % len(natives)] + str(i), "arity": i % 4}]
-                          for i in range(180)]
+    entries: list[Any] = [
+        [i, {"tag": "Native", "name": natives[i % len(natives)] + str(i), "arity": i % 4}] for i in range(180)
+    ]
     return {
         "control": {"tag": "Val", "v": {"tag": "Unit"}},
         "envId": f"{rng.getrandbits(256):064x}",
@@ -57,8 +58,11 @@ def initial_state(rng: random.Random) -> dict[str, Any]:
         "storeNext": len(entries),
         "kont": [],
         "handlers": [],
-        "ctxTable": {"frames": [[f"binding-{i}", i] for i in range(120)], "profile": "pragmatic",
-                     "budgets": {"maxEvalSteps": 500000, "maxToolCalls": 100}},
+        "ctxTable": {
+            "frames": [[f"binding-{i}", i] for i in range(120)],
+            "profile": "pragmatic",
+            "budgets": {"maxEvalSteps": 500000, "maxToolCalls": 100},
+        },
     }
 
 
@@ -72,8 +76,14 @@ def run_command(session: SessionInstance, state: dict[str, Any], n: int, rng: ra
         key = f"{rng.getrandbits(256):064x}"
         session.effect(1, "infer.op", f'["\\"Summarize step {n}\\")"]')
         session.llm_req(1, "mock-llm", f'"Summarize step {n}")', key)
-        session.llm_resp(1, f"summary {n}", 120, key, request={"op": "infer.op", "args": f"step {n}"},
-                         response={"content": "x" * 2000})
+        session.llm_resp(
+            1,
+            f"summary {n}",
+            120,
+            key,
+            request={"op": "infer.op", "args": f"step {n}"},
+            response={"content": "x" * 2000},
+        )
         session.resume(1, f"summary {n}")
     session.result(f"f{n}")
     state["storeEntries"].append([state["storeNext"], {"tag": "Closure", "name": f"f{n}", "arity": 1}])
@@ -93,9 +103,13 @@ def start_compactor(path: str, interval: float) -> subprocess.Popen[str]:
     """``python -m engine compact STORE --watch``: a process of its own, as in production,
     at a lower priority (``nice 10``): background work, which a recording thread waking up
     (from a hand-off to the saver) should not wait behind for a CPU."""
-    return subprocess.Popen([sys.executable, "-m", "engine", "compact", path, "--watch", "--interval", str(interval)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.nice(10))
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "compact", path, "--watch", "--interval", str(interval)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.nice(10),
+    )
 
 
 class GcTimer:
@@ -118,13 +132,25 @@ def percentiles(costs_ns: list[int]) -> dict[str, float]:
     """p50, p99, p99.9, max and mean (us) of per-command costs in ns."""
     costs = sorted(costs_ns)
     q = len(costs)
-    return {"p50_us": costs[q // 2] / 1000, "p99_us": costs[int(q * 0.99)] / 1000,
-            "p999_us": costs[int(q * 0.999)] / 1000, "max_us": costs[-1] / 1000,
-            "mean_us": statistics.fmean(costs) / 1000}
+    return {
+        "p50_us": costs[q // 2] / 1000,
+        "p99_us": costs[int(q * 0.99)] / 1000,
+        "p999_us": costs[int(q * 0.999)] / 1000,
+        "max_us": costs[-1] / 1000,
+        "mean_us": statistics.fmean(costs) / 1000,
+    }
 
 
-def run(path: str, sessions: int, commands: int, churn_every: int = 4, compact: bool = True,
-        saver: bool = True, freeze: bool = True, read_back: bool = True) -> dict[str, Any]:
+def run(
+    path: str,
+    sessions: int,
+    commands: int,
+    churn_every: int = 4,
+    compact: bool = True,
+    saver: bool = True,
+    freeze: bool = True,
+    read_back: bool = True,
+) -> dict[str, Any]:
     """Record ``commands`` commands into each of ``sessions`` sessions (round-robin), forking
     and replacing sessions as it goes, and report. ``saver`` False is the control: the
     same recording with no background saver (the manager then saves only the sources of
@@ -132,9 +158,13 @@ def run(path: str, sessions: int, commands: int, churn_every: int = 4, compact: 
     rng = random.Random(7)
     pool = SessionPool(max_size=sessions * 2)
     saving: dict[str, Any] = {"save_interval": 0.1} if saver else {"save_interval": 3600, "save_after": 1 << 40}
-    pm = PersistenceManager(pool, path, register_atexit=False,
-                            store_options={"segment_bytes": 1 << 20},  # small: a short demo seals many
-                            **saving)
+    pm = PersistenceManager(
+        pool,
+        path,
+        register_atexit=False,
+        store_options={"segment_bytes": 1 << 20},  # small: a short demo seals many
+        **saving,
+    )
     compactor = start_compactor(path, 0.5) if compact else None
     states = [initial_state(rng) for _ in range(sessions)]
     insts = [pm.create_session(f"session-{i:03d}") for i in range(sessions)]
@@ -185,9 +215,18 @@ def run(path: str, sessions: int, commands: int, churn_every: int = 4, compact: 
         passes = (out.strip().splitlines() or [""])[-1]
     events = sum(i.event_count for i in insts)
     result: dict[str, Any] = {
-        "commands": sessions * commands, "events": events, "record_s": record_s, "total_s": total_s,
-        **percentiles(costs), "peak": peak, "forks": forks, "deleted": deleted, "passes": passes,
-        "save_steps": steps, "gc_passes": gc_timer.passes, "gc_longest_us": gc_timer.longest_ns / 1000,
+        "commands": sessions * commands,
+        "events": events,
+        "record_s": record_s,
+        "total_s": total_s,
+        **percentiles(costs),
+        "peak": peak,
+        "forks": forks,
+        "deleted": deleted,
+        "passes": passes,
+        "save_steps": steps,
+        "gc_passes": gc_timer.passes,
+        "gc_longest_us": gc_timer.longest_ns / 1000,
     }
     if not read_back:
         return result
@@ -207,16 +246,27 @@ def run(path: str, sessions: int, commands: int, churn_every: int = 4, compact: 
     assert state == states[-1]
     stats = pm2.store.stats()
     pm2.shutdown()
-    result.update({
-        "disk": end_bytes, "reclaimable": stats.reclaimable_bytes, "state_bytes": state_bytes, "open_s": open_s,
-        "read": read, "read_s": read_s, "state_s": state_s, "live_sessions": len(live), "last": last,
-    })
+    result.update(
+        {
+            "disk": end_bytes,
+            "reclaimable": stats.reclaimable_bytes,
+            "state_bytes": state_bytes,
+            "open_s": open_s,
+            "read": read,
+            "read_s": read_s,
+            "state_s": state_s,
+            "live_sessions": len(live),
+            "last": last,
+        }
+    )
     return result
 
 
 def _cost_line(r: dict[str, Any]) -> str:
-    return (f"p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, p99.9 {r['p999_us']:.0f} us, "
-            f"max {r['max_us'] / 1000:.1f} ms")
+    return (
+        f"p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, p99.9 {r['p999_us']:.0f} us, "
+        f"max {r['max_us'] / 1000:.1f} ms"
+    )
 
 
 def _spread(runs: list[dict[str, Any]], key: str, scale: float = 1.0, unit: str = "us") -> str:
@@ -229,17 +279,22 @@ def _spread(runs: list[dict[str, Any]], key: str, scale: float = 1.0, unit: str 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="seglog demo: REPL sessions saved in the background, "
-                                                 "a compactor process beside them")
+    parser = argparse.ArgumentParser(
+        description="seglog demo: REPL sessions saved in the background, a compactor process beside them"
+    )
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--commands", type=int, default=400)
     parser.add_argument("--no-compactor", action="store_true", help="record without the compactor process")
-    parser.add_argument("--no-saver", action="store_true",
-                        help="only the control: the same recording with no background saver")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="control and saving runs, alternately; the medians (and ranges) are printed")
-    parser.add_argument("--no-freeze", action="store_true",
-                        help="do not gc.freeze() what was built before recording")
+    parser.add_argument(
+        "--no-saver", action="store_true", help="only the control: the same recording with no background saver"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="control and saving runs, alternately; the medians (and ranges) are printed",
+    )
+    parser.add_argument("--no-freeze", action="store_true", help="do not gc.freeze() what was built before recording")
     parser.add_argument("--keep", action="store_true", help="keep the store (to write its sessions as legacy files)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -252,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(max(args.rounds, 1)):
             last_round = i == max(args.rounds, 1) - 1
             cpath = os.path.join(tmp, f"control-{i}")
-            controls.append(run(cpath, args.sessions, args.commands, saver=False,
-                                read_back=args.no_saver and last_round, **common))
+            controls.append(
+                run(cpath, args.sessions, args.commands, saver=False, read_back=args.no_saver and last_round, **common)
+            )
             if args.no_saver:
                 if not last_round:
                     shutil.rmtree(cpath)
@@ -281,16 +337,22 @@ def main(argv: list[str] | None = None) -> int:
             if len(runs) == 1:
                 figures = _cost_line(runs[0])
             else:
-                figures = (f"p50 {_spread(runs, 'p50_us')}, p99 {_spread(runs, 'p99_us')}, "
-                           f"p99.9 {_spread(runs, 'p999_us')}, max {_spread(runs, 'max_us', 1000, 'ms')}")
+                figures = (
+                    f"p50 {_spread(runs, 'p50_us')}, p99 {_spread(runs, 'p99_us')}, "
+                    f"p99.9 {_spread(runs, 'p999_us')}, max {_spread(runs, 'max_us', 1000, 'ms')}"
+                )
             gcs = runs[-1]
-            lines.append(f"  {label + ':':16s}{figures}; GC passes {'/'.join(map(str, gcs['gc_passes']))} "
-                         f"(longest {gcs['gc_longest_us'] / 1000:.1f} ms)")
+            lines.append(
+                f"  {label + ':':16s}{figures}; GC passes {'/'.join(map(str, gcs['gc_passes']))} "
+                f"(longest {gcs['gc_longest_us'] / 1000:.1f} ms)"
+            )
         if saving:
             ratios = sorted(s["p99_us"] / c["p99_us"] for s, c in zip(saving, controls, strict=True))
-            lines.append(f"  p99 saving / no saver: {statistics.median(ratios):.2f}x"
-                         + (f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else "")
-                         + f"; {r['save_steps']:,} save steps in the background")
+            lines.append(
+                f"  p99 saving / no saver: {statistics.median(ratios):.2f}x"
+                + (f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else "")
+                + f"; {r['save_steps']:,} save steps in the background"
+            )
         lines += [
             f"shutdown:       all saved after {r['total_s']:.2f} s",
             f"on disk:        peak {r['peak'] / mb:,.1f} MB while recording, {r['disk'] / mb:,.1f} MB at the end, "

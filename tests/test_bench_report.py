@@ -33,22 +33,37 @@ def _bench(name: str, extra: dict[str, Any], data: list[float] | None = None) ->
 
 
 def _write(path: Path, benchmarks: list[dict[str, Any]]) -> str:
-    doc = {"machine_info": {}, "commit_info": {"id": "0123456789abcdef"}, "datetime": "2026-01-01T00:00:00",
-           "benchmarks": benchmarks}
+    doc = {
+        "machine_info": {},
+        "commit_info": {"id": "0123456789abcdef"},
+        "datetime": "2026-01-01T00:00:00",
+        "benchmarks": benchmarks,
+    }
     path.write_text(json.dumps(doc))
     return str(path)
 
 
 def _engine(tmp: Path, k: int) -> str:
     rows = []
-    for bench, impls in {"bulk_append": {"seglog": 1.5e6, "lmdb": 1.1e6, "sqlite": 4e5, "rocksdb": 5e5,
-                                         "jsonl": 2e4},
-                         "durable": {"seglog_8threads": 6e4, "seglog_1thread_fsync": 9e3, "sqlite_full_8threads": 5e3},
-                         "get": {"seglog": 2.3e5, "lmdb": 4e5},
-                         "scan": {"seglog": 3e6, "jsonl_orjson": 1.2e6}}.items():
+    for bench, impls in {
+        "bulk_append": {"seglog": 1.5e6, "lmdb": 1.1e6, "sqlite": 4e5, "rocksdb": 5e5, "jsonl": 2e4},
+        "durable": {"seglog_8threads": 6e4, "seglog_1thread_fsync": 9e3, "sqlite_full_8threads": 5e3},
+        "get": {"seglog": 2.3e5, "lmdb": 4e5},
+        "scan": {"seglog": 3e6, "jsonl_orjson": 1.2e6},
+    }.items():
         for impl, rate in impls.items():
-            rows.append(_bench(f"test_{bench}[{impl}]", {"bench": bench, "impl": impl, "scale": "small",
-                                                         "events": 1000, "events_per_s": rate * (1 + k / 10)}))
+            rows.append(
+                _bench(
+                    f"test_{bench}[{impl}]",
+                    {
+                        "bench": bench,
+                        "impl": impl,
+                        "scale": "small",
+                        "events": 1000,
+                        "events_per_s": rate * (1 + k / 10),
+                    },
+                )
+            )
     rows.append(_bench("test_open[seglog]", {"bench": "open", "impl": "seglog", "scale": "small", "events": 10}))
     return _write(tmp / f"engine-{k}.json", rows)
 
@@ -57,12 +72,25 @@ def _session(tmp: Path, with_data: bool) -> str:
     rng = random.Random(1)
     rows = []
     for length in (10, 100):
-        for impl, pace, base in [("seglog", "idle", 90e-6), ("seglog", "busy", 95e-6), ("legacy_json", None, 5e-3),
-                                 ("legacy_orjson", None, 2e-3)]:
+        for impl, pace, base in [
+            ("seglog", "idle", 90e-6),
+            ("seglog", "busy", 95e-6),
+            ("legacy_json", None, 5e-3),
+            ("legacy_orjson", None, 2e-3),
+        ]:
             data = [base * rng.lognormvariate(0, 0.5) for _ in range(200)]
             us = sorted(x * 1e6 for x in data)
-            extra = {"bench": "session_foreground", "impl": impl, "scale": "small", "length": length,
-                     "samples": len(us), "p50_us": us[99], "p90_us": us[179], "p99_us": us[197], "max_us": us[-1]}
+            extra = {
+                "bench": "session_foreground",
+                "impl": impl,
+                "scale": "small",
+                "length": length,
+                "samples": len(us),
+                "p50_us": us[99],
+                "p90_us": us[179],
+                "p99_us": us[197],
+                "max_us": us[-1],
+            }
             if pace:
                 extra["pace"] = pace
             b = _bench(f"test_foreground[{impl}-{pace}-{length}]", extra, data)
@@ -75,17 +103,29 @@ def _session(tmp: Path, with_data: bool) -> str:
 def _compactor(tmp: Path) -> str:
     t = [i * 0.1 for i in range(300)]
     live = [min(i, 100) * 400_000 for i in range(300)]
-    series = {"t_s": t, "live_bytes": live, "disk_bytes": [x * 1.4 + (i % 20) * 100_000 for i, x in enumerate(live)],
-              "held_deleted_bytes": [0] * len(t)}
-    churn = {"bench": "space_under_churn", "impl": "watch", "scale": "small", "interval_s": 0.25,
-             "series": series, "pass_series": [[s, s + 0.1, 1000, 500] for s in (5.0, 10.0, 15.0, 20.0)],
-             "steady_mean_ratio": 1.41, "peak_disk_bytes": max(series["disk_bytes"])}
-    alone = {**churn, "impl": "none", "pass_series": [],
-             "series": {**series, "disk_bytes": [x * 2.0 for x in live]}}
+    series = {
+        "t_s": t,
+        "live_bytes": live,
+        "disk_bytes": [x * 1.4 + (i % 20) * 100_000 for i, x in enumerate(live)],
+        "held_deleted_bytes": [0] * len(t),
+    }
+    churn = {
+        "bench": "space_under_churn",
+        "impl": "watch",
+        "scale": "small",
+        "interval_s": 0.25,
+        "series": series,
+        "pass_series": [[s, s + 0.1, 1000, 500] for s in (5.0, 10.0, 15.0, 20.0)],
+        "steady_mean_ratio": 1.41,
+        "peak_disk_bytes": max(series["disk_bytes"]),
+    }
+    alone = {**churn, "impl": "none", "pass_series": [], "series": {**series, "disk_bytes": [x * 2.0 for x in live]}}
     other = {"bench": "compact_throughput", "impl": "seglog", "scale": "small", "mib_s": 200.0}
-    rows = [_bench("test_space_under_churn[watch]", churn, [20.0]), _bench("test_space_under_churn[none]", alone,
-                                                                           [20.0]),
-            _bench("test_compact_throughput[warm]", other)]
+    rows = [
+        _bench("test_space_under_churn[watch]", churn, [20.0]),
+        _bench("test_space_under_churn[none]", alone, [20.0]),
+        _bench("test_compact_throughput[warm]", other),
+    ]
     return _write(tmp / "compactor.json", rows)
 
 

@@ -113,8 +113,14 @@ class PersistenceManager:
     of :class:`engine.PersistenceManager`; the store is opened by ``await pm.start()``,
     ``await pm`` or ``async with pm``, in a worker thread."""
 
-    def __init__(self, pool: SessionPool, directory: str | os.PathLike[str], save_interval: float = 1.0,
-                 save_after: int = 256, **options: Any) -> None:
+    def __init__(
+        self,
+        pool: SessionPool,
+        directory: str | os.PathLike[str],
+        save_interval: float = 1.0,
+        save_after: int = 256,
+        **options: Any,
+    ) -> None:
         self.pool = pool
         self.directory = directory
         self._args = (pool, directory, save_interval, save_after)
@@ -182,8 +188,9 @@ class PersistenceManager:
         except RuntimeError:
             running = None
         if running is not loop:
-            raise SeglogError("this asyncio PersistenceManager belongs to the event loop that started it; "
-                              "await its methods there")
+            raise SeglogError(
+                "this asyncio PersistenceManager belongs to the event loop that started it; await its methods there"
+            )
         return loop
 
     @property

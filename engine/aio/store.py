@@ -104,8 +104,11 @@ def _not_acknowledged(failure: BaseException) -> SeglogError:
     if isinstance(failure, StoreClosedError):
         err = StoreClosedError(str(failure))
     else:
-        err = StoreFailedError(str(failure) if isinstance(failure, StoreFailedError)
-                               else f"the write of its group failed: {failure!r}; reopen the store")
+        err = StoreFailedError(
+            str(failure)
+            if isinstance(failure, StoreFailedError)
+            else f"the write of its group failed: {failure!r}; reopen the store"
+        )
     err.__cause__ = failure
     return err
 
@@ -114,8 +117,9 @@ class _CommitThread:
     """Performs handed-over groups with the store's write path and acknowledges
     each pass on the loop with one ``call_soon_threadsafe``."""
 
-    def __init__(self, store: SyncStore, loop: asyncio.AbstractEventLoop,
-                 done: Callable[[list[_Op], BaseException | None], None]) -> None:
+    def __init__(
+        self, store: SyncStore, loop: asyncio.AbstractEventLoop, done: Callable[[list[_Op], BaseException | None], None]
+    ) -> None:
         self._store = store
         self._loop = loop
         self._done = done
@@ -124,8 +128,9 @@ class _CommitThread:
         self._stopping = False
         #: Passes run (each one fsync in "power" mode, and one wake-up of the loop).
         self.passes = 0
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"seglog-aio-commit:{os.path.basename(store.path)}")
+        self._thread = threading.Thread(
+            target=self._run, daemon=True, name=f"seglog-aio-commit:{os.path.basename(store.path)}"
+        )
         self._thread.start()
 
     def submit(self, group: list[_Op]) -> None:
@@ -207,8 +212,7 @@ class Store:
         self._failed: BaseException | None = None
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
-        self._sync_fn: Callable[[], None] = (_noop if self.options.durability is Durability.POWER
-                                             else store.sync)
+        self._sync_fn: Callable[[], None] = _noop if self.options.durability is Durability.POWER else store.sync
         #: Wake-ups of the loop by the commit thread (one per pass, however many ops it acknowledged).
         self.wakeups = 0
         #: Write operations acknowledged or failed.
@@ -221,8 +225,10 @@ class Store:
         except RuntimeError:
             running = None
         if running is not self._loop:
-            raise SeglogError(f"the asyncio store {self.path} belongs to the event loop that opened it; "
-                              "await its methods there (close it and open it again to move it)")
+            raise SeglogError(
+                f"the asyncio store {self.path} belongs to the event loop that opened it; "
+                "await its methods there (close it and open it again to move it)"
+            )
         return running
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -238,8 +244,9 @@ class Store:
         if self._closing:
             raise StoreClosedError(f"store {self.path} is closed")
         if self._failed is not None:
-            raise StoreFailedError(f"an earlier write to {self.path} failed ({self._failed}); "
-                                   "reopen the store") from self._failed
+            raise StoreFailedError(
+                f"an earlier write to {self.path} failed ({self._failed}); reopen the store"
+            ) from self._failed
         if self.options.readonly:
             raise ReadOnlyError(f"store {self.path} was opened read-only")
         fut = loop.create_future()
@@ -398,8 +405,9 @@ class Store:
     async def __aenter__(self) -> Store:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     def __repr__(self) -> str:
@@ -494,8 +502,9 @@ class _Opening:
         self._store = await self._open()
         return self._store
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._store is not None:
             await self._store.close()
 

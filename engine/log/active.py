@@ -22,11 +22,24 @@ from .segment import LogSegment
 
 
 class ActiveSegment:
-    __slots__ = ("creates", "drops", "entries", "entry_offs", "idx_written", "index", "lsn_offset",
-                 "pending", "segment", "start_lsn", "streams", "synced_end")
+    __slots__ = (
+        "creates",
+        "drops",
+        "entries",
+        "entry_offs",
+        "idx_written",
+        "index",
+        "lsn_offset",
+        "pending",
+        "segment",
+        "start_lsn",
+        "streams",
+        "synced_end",
+    )
 
-    def __init__(self, segment: LogSegment, index: ActiveIndexFile | None, start_lsn: int,
-                 entries: bytes = b"") -> None:
+    def __init__(
+        self, segment: LogSegment, index: ActiveIndexFile | None, start_lsn: int, entries: bytes = b""
+    ) -> None:
         self.segment = segment
         #: None in a read-only store.
         self.index = index
@@ -56,8 +69,18 @@ class ActiveSegment:
     def path(self) -> str:
         return self.segment.path
 
-    def account(self, offset: int, seq: int, stream: StreamState | None, stream_id: int, count: int,
-                rtype: int, flags: int, size: int, entry: bool = True) -> None:
+    def account(
+        self,
+        offset: int,
+        seq: int,
+        stream: StreamState | None,
+        stream_id: int,
+        count: int,
+        rtype: int,
+        flags: int,
+        size: int,
+        entry: bool = True,
+    ) -> None:
         """Count a record of this segment in the catalog and in its index."""
         if entry:
             self.entries += pack_entry(offset, seq, stream_id, count, rtype, flags)

@@ -30,7 +30,6 @@ from .format import (
 log = logging.getLogger(__name__)
 
 
-
 class Entry(NamedTuple):
     offset: int
     seq: int

@@ -81,9 +81,12 @@ def backup(store: Store, dest: str) -> None:
             _copy(active.path, segment_path(dest, active.segment_id), active_end)
         ActiveIndexFile.create(dest, active.segment_id).close()  # empty: rebuilt from the segment at open
         fileio.fsync_dir(dest)
-        Manifest(segments=version.segment_ids, next_segment_id=manifest.next_segment_id,
-                 max_record_bytes=manifest.max_record_bytes,
-                 next_stream_id=manifest.next_stream_id).save(dest)
+        Manifest(
+            segments=version.segment_ids,
+            next_segment_id=manifest.next_segment_id,
+            max_record_bytes=manifest.max_record_bytes,
+            next_stream_id=manifest.next_stream_id,
+        ).save(dest)
         fileio.fsync_dir(os.path.dirname(dest))
     except OSError as exc:
         raise StoreIOError(f"backup of {store.path} to {dest} failed: {exc}", dest, exc.errno or 0) from exc

@@ -123,9 +123,20 @@ class StreamState:
         self.act_nbytes += size
         return True
 
-    def add_sealed(self, segment: LogSegment, ev_seqs: Sequence[int], ev_offs: Sequence[int],
-                   ev_lo: int, ev_n: int, bl_keys: Sequence[int], bl_offs: Sequence[int],
-                   bl_lo: int, bl_n: int, next_seq: int, nbytes: int) -> None:
+    def add_sealed(
+        self,
+        segment: LogSegment,
+        ev_seqs: Sequence[int],
+        ev_offs: Sequence[int],
+        ev_lo: int,
+        ev_n: int,
+        bl_keys: Sequence[int],
+        bl_offs: Sequence[int],
+        bl_lo: int,
+        bl_n: int,
+        next_seq: int,
+        nbytes: int,
+    ) -> None:
         if ev_n:
             self.runs.append(Run(segment, ev_seqs, ev_offs, ev_lo, ev_lo + ev_n))
             self.run_starts.append(ev_seqs[ev_lo])
@@ -185,8 +196,9 @@ class Catalog:
         self.by_id: dict[int, StreamState] = {}
         self.next_stream_id = next_stream_id
 
-    def add(self, sid: int, name: str, path: str = "", offset: int = -1, replaced: frozenset[int] = frozenset()
-            ) -> StreamState:
+    def add(
+        self, sid: int, name: str, path: str = "", offset: int = -1, replaced: frozenset[int] = frozenset()
+    ) -> StreamState:
         """Bind ``sid`` to ``name``. On replay (``path`` given) a reused id, an empty
         name or a name that is live (unless its holder is in ``replaced``, dropped
         in the same sealed segment) is corruption."""
@@ -213,13 +225,19 @@ class Catalog:
         """Replay: the stream's next events record must start at its next seq."""
         if seq != st.next_seq:
             what = "skips" if seq > st.next_seq else "repeats"
-            raise CorruptionError(f"events of stream {st.name!r} start at seq {seq}, expected {st.next_seq} "
-                                  f"(the log {what} events)", path, offset)
+            raise CorruptionError(
+                f"events of stream {st.name!r} start at seq {seq}, expected {st.next_seq} (the log {what} events)",
+                path,
+                offset,
+            )
 
-    def sealed_runs(self, sealed: Sequence[tuple[LogSegment, SealedIndex]],
-                    removed: Sequence[tuple[LogSegment, SealedIndex]],
-                    new: Sequence[tuple[LogSegment, SealedIndex]],
-                    pause: Callable[[], None] | None = None) -> dict[int, SealedRuns]:
+    def sealed_runs(
+        self,
+        sealed: Sequence[tuple[LogSegment, SealedIndex]],
+        removed: Sequence[tuple[LogSegment, SealedIndex]],
+        new: Sequence[tuple[LogSegment, SealedIndex]],
+        pause: Callable[[], None] | None = None,
+    ) -> dict[int, SealedRuns]:
         """The sealed runs of the streams a compaction touched, once the ``removed``
         segments are replaced by the ``new`` ones and ``sealed`` is the whole new
         list: built without
@@ -284,8 +302,19 @@ class Catalog:
                 continue
             if d.ev_n:
                 self.check_next(st, d.first_seq, seg.path, idx.ev_offs[d.ev_lo])
-            st.add_sealed(seg, idx.ev_seqs, idx.ev_offs, d.ev_lo, d.ev_n,
-                          idx.bl_hashes, idx.bl_offs, d.bl_lo, d.bl_n, d.next_seq, d.nbytes)
+            st.add_sealed(
+                seg,
+                idx.ev_seqs,
+                idx.ev_offs,
+                d.ev_lo,
+                d.ev_n,
+                idx.bl_hashes,
+                idx.bl_offs,
+                d.bl_lo,
+                d.bl_n,
+                d.next_seq,
+                d.nbytes,
+            )
         for sid in idx.meta.drops:
             self.remove(sid)
 

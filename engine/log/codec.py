@@ -30,8 +30,12 @@ COMPRESS_MIN_BYTES = 512
 # Anything ormsgpack would encode in its own way (datetimes, dataclasses, enums,
 # UUIDs, subclasses, big ints) is passed to the reference encoder instead.
 _FAST_OPTIONS = (
-    ormsgpack.OPT_PASSTHROUGH_BIG_INT | ormsgpack.OPT_PASSTHROUGH_DATACLASS | ormsgpack.OPT_PASSTHROUGH_DATETIME
-    | ormsgpack.OPT_PASSTHROUGH_ENUM | ormsgpack.OPT_PASSTHROUGH_SUBCLASS | ormsgpack.OPT_PASSTHROUGH_UUID
+    ormsgpack.OPT_PASSTHROUGH_BIG_INT
+    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
+    | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM
+    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
+    | ormsgpack.OPT_PASSTHROUGH_UUID
 )
 _fast_pack = ormsgpack.packb
 fast_unpack = ormsgpack.unpackb
@@ -136,9 +140,7 @@ def decompress(data: bytes | memoryview, max_bytes: int, where: str = "", offset
         raise CorruptionError("compressed value shorter than its length prefix", where, offset)
     (size,) = _U32.unpack_from(data, 0)
     if size > max_bytes:
-        raise CorruptionError(
-            f"compressed value claims {size} bytes, more than the limit {max_bytes}", where, offset
-        )
+        raise CorruptionError(f"compressed value claims {size} bytes, more than the limit {max_bytes}", where, offset)
     try:
         out: bytes = lz4.block.decompress(memoryview(data)[4:], uncompressed_size=size)
     except lz4.block.LZ4BlockError as exc:

@@ -60,9 +60,12 @@ class GroupCommitter:
     #: How long the first writer of a group waits, at most, for the others.
     GATHER_SECONDS = 0.0003
 
-    def __init__(self, sync_source: Callable[[], tuple[int, int]],
-                 on_synced: Callable[[int], None],
-                 on_failed: Callable[[OSError], BaseException]) -> None:
+    def __init__(
+        self,
+        sync_source: Callable[[], tuple[int, int]],
+        on_synced: Callable[[int], None],
+        on_failed: Callable[[OSError], BaseException],
+    ) -> None:
         """``sync_source()`` returns ``(duplicated fd, lsn written)``; the committer
         fsyncs and closes the fd. ``on_synced(lsn)`` runs after each fsync;
         ``on_failed(error)`` after an fsync failed, returning what to raise."""

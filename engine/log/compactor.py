@@ -149,8 +149,12 @@ class TokenBucket:
     """``take(n)`` sleeps so that at most ``rate`` bytes/s pass on average, with a
     burst of one second's worth."""
 
-    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = rate
         self._clock = clock
         self._sleep = sleep
@@ -194,8 +198,11 @@ class SealedView:
         self.path = path
         self.manifest = manifest
         self._owned = sealed is None
-        self.sealed: list[Sealed] = list(sealed) if sealed is not None else \
-            recovery.open_sealed(path, manifest.segments[:-1], limit, readonly=True)
+        self.sealed: list[Sealed] = (
+            list(sealed)
+            if sealed is not None
+            else recovery.open_sealed(path, manifest.segments[:-1], limit, readonly=True)
+        )
         self.dropped: set[int] = set()
         #: The largest stream id any sealed segment mentions.
         self.max_stream_id = 0
@@ -255,8 +262,9 @@ class SealedView:
             except CorruptionError as exc:  # the pass will fail on it too, and count it
                 log.warning("%s: cannot tell the garbage of segment %d: %s", self.path, s.segment_id, exc)
                 dead, ratio = 0, 1.0
-            out.append(SegmentGarbage(s.segment_id, seg.size, seg.size - dead, dead, ratio, True,
-                                      s.segment_id in set_aside))
+            out.append(
+                SegmentGarbage(s.segment_id, seg.size, seg.size - dead, dead, ratio, True, s.segment_id in set_aside)
+            )
         return out
 
     def _dead_bytes(self, pos: int) -> int:
@@ -294,8 +302,11 @@ class SealedView:
                 except CorruptionError:  # let the pass try it: a failure there is counted
                     self._blob_dead[pos] = self.sealed[pos].segment.size
             total += self._blob_dead[pos]
-            total += sum(d.nbytes for d in self.sealed[pos].index.streams
-                         if d.stream_id in self.dropped and d.stream_id not in before)
+            total += sum(
+                d.nbytes
+                for d in self.sealed[pos].index.streams
+                if d.stream_id in self.dropped and d.stream_id not in before
+            )
         return total
 
     def first_holder(self, sid: int) -> int:
@@ -440,8 +451,9 @@ class OutputSegment:
 class Compactor:
     """One compactor of the store in ``path``; holds ``COMPACT.lock`` while open."""
 
-    def __init__(self, path: str, options: CompactionOptions | None = None,
-                 on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, path: str, options: CompactionOptions | None = None, on_commit: Callable[[], None] | None = None
+    ) -> None:
         self.path = os.path.abspath(path)
         self.options = options or CompactionOptions()
         self.on_commit = on_commit
@@ -529,8 +541,9 @@ class Compactor:
                             n = failures[str(sid)] = failures.get(str(sid), 0) + 1
                             if n >= SET_ASIDE_AFTER:
                                 set_aside.add(sid)
-                                log.error("%s: segment %d failed to compact %d times, set aside: %s",
-                                          self.path, sid, n, exc)
+                                log.error(
+                                    "%s: segment %d failed to compact %d times, set aside: %s", self.path, sid, n, exc
+                                )
                         log.error("%s: compacting segments %s failed: %s", self.path, ids, exc)
                         if isinstance(exc, OSError):
                             raise StoreIOError(f"compaction failed: {exc}", self.path, exc.errno or 0) from exc
@@ -539,8 +552,11 @@ class Compactor:
             view.close()
             report.duration_s = time.monotonic() - t0
             report.set_aside = sorted(set_aside)
-            doc = {"last_pass": asdict(report) if report.segments_in else state.get("last_pass"),
-                   "set_aside": sorted(set_aside), "failures": failures}
+            doc = {
+                "last_pass": asdict(report) if report.segments_in else state.get("last_pass"),
+                "set_aside": sorted(set_aside),
+                "failures": failures,
+            }
             with contextlib.suppress(OSError):
                 _save_state(self.path, doc)
         return report
@@ -550,14 +566,15 @@ class Compactor:
         free = shutil.disk_usage(self.path).free
         if free < need:
             raise InsufficientSpaceError(
-                f"compaction of {self.path} needs up to {need // MiB} MiB free, {free // MiB} MiB are free")
+                f"compaction of {self.path} needs up to {need // MiB} MiB free, {free // MiB} MiB are free"
+            )
 
     def _rewrite(self, view: SealedView, run: list[int], report: CompactionReport) -> None:
         """Rewrite one run of sealed segments and commit it."""
         inputs = [view.sealed[p] for p in run]
         in_bytes = sum(s.segment.size for s in inputs)
         need_ids = max(1, math.ceil(in_bytes / self.options.segment_bytes) + 1)
-        with self._manifest() as manifest:                                  # 1. reserve ids
+        with self._manifest() as manifest:  # 1. reserve ids
             reserved = manifest.reserve_segment_ids(need_ids)
             manifest.save(self.path)
         before: set[int] = set()
@@ -567,7 +584,7 @@ class Compactor:
         out: OutputSegment | None = None
         records_in = 0
         try:
-            for pos in run:                                                  # 2. copy live records
+            for pos in run:  # 2. copy live records
                 seg = view.sealed[pos].segment
                 for rec in seg.scan(SEGMENT_HEADER_SIZE):
                     records_in += 1
@@ -594,17 +611,18 @@ class Compactor:
                     out.add(rtype, sid, rec.seq, rec.count, memoryview(rec.buf)[rec.base : rec.base + size], name)
                 if seg.scan_end != seg.size:
                     raise CorruptionError("sealed segment has a torn record", seg.path, seg.scan_end)
-            for o in outputs:                                                # 3. outputs durable
+            for o in outputs:  # 3. outputs durable
                 o.finish()
             fileio.fsync_dir(self.path)
-            with self._manifest() as manifest:                              # 4. one commit
+            with self._manifest() as manifest:  # 4. one commit
                 ids = [s.segment_id for s in inputs]
                 segs = manifest.segments
                 at = segs.index(ids[0]) if ids[0] in segs else -1
                 if at < 0 or segs[at : at + len(ids)] != ids or at + len(ids) >= len(segs):
-                    raise CorruptionError(f"segments {ids} are no longer a sealed run of the log",
-                                          os.path.join(self.path, MANIFEST_NAME))
-                manifest.segments = segs[:at] + [o.segment_id for o in outputs] + segs[at + len(ids):]
+                    raise CorruptionError(
+                        f"segments {ids} are no longer a sealed run of the log", os.path.join(self.path, MANIFEST_NAME)
+                    )
+                manifest.segments = segs[:at] + [o.segment_id for o in outputs] + segs[at + len(ids) :]
                 manifest.release_reserved(reserved)
                 # STREAM_CREATEs of dead streams are gone: their ids must never come back.
                 top = max([view.max_stream_id, *(max([*o.streams, *o.creates, 0]) for o in outputs)])
@@ -623,11 +641,17 @@ class Compactor:
         report.bytes_out += sum(o.size for o in outputs)
         report.records_in += records_in
         report.records_out += sum(o.records for o in outputs)
-        log.info("%s: compacted segments %s (%d bytes) into %s (%d bytes)", self.path, ids, in_bytes,
-                 [o.segment_id for o in outputs], sum(o.size for o in outputs))
-        if self.on_commit is not None:                                       # 5. readers switch
+        log.info(
+            "%s: compacted segments %s (%d bytes) into %s (%d bytes)",
+            self.path,
+            ids,
+            in_bytes,
+            [o.segment_id for o in outputs],
+            sum(o.size for o in outputs),
+        )
+        if self.on_commit is not None:  # 5. readers switch
             self.on_commit()
-        elif not writer_present(self.path):                                  # 6. inputs go
+        elif not writer_present(self.path):  # 6. inputs go
             self._delete(ids)
 
     def _delete(self, ids: list[int]) -> None:
@@ -678,8 +702,9 @@ def _garbage(view: SealedView) -> StoreGarbage:
     state = _load_state(view.path)
     set_aside = set(state.get("set_aside", []))
     last = state.get("last_pass")
-    return StoreGarbage(view.garbage(set_aside), CompactionReport(**last) if isinstance(last, dict) else None,
-                        sorted(set_aside))
+    return StoreGarbage(
+        view.garbage(set_aside), CompactionReport(**last) if isinstance(last, dict) else None, sorted(set_aside)
+    )
 
 
 def options_for(options: dict[str, Any]) -> CompactionOptions:
@@ -687,4 +712,3 @@ def options_for(options: dict[str, Any]) -> CompactionOptions:
         return CompactionOptions(**options)
     except TypeError as exc:
         raise InvalidArgumentError(str(exc)) from None
-

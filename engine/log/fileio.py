@@ -43,8 +43,24 @@ mkdir = os.mkdir
 listdir = os.listdir
 stat = os.stat
 
-NAMES = ("open", "close", "pread", "pwrite", "write", "fsync", "fdatasync", "ftruncate", "fstat", "dup",
-         "rename", "unlink", "link", "mkdir", "listdir", "stat")
+NAMES = (
+    "open",
+    "close",
+    "pread",
+    "pwrite",
+    "write",
+    "fsync",
+    "fdatasync",
+    "ftruncate",
+    "fstat",
+    "dup",
+    "rename",
+    "unlink",
+    "link",
+    "mkdir",
+    "listdir",
+    "stat",
+)
 _ORIGINAL = {name: globals()[name] for name in NAMES}
 
 
@@ -123,8 +139,9 @@ def read_file(path: str, limit: int) -> bytes | None:
         close(fd)
 
 
-def atomic_write(path: str, chunks: Iterable[bytes | bytearray | memoryview], *, durable: bool = True,
-                 keep_open: bool = False) -> int:
+def atomic_write(
+    path: str, chunks: Iterable[bytes | bytearray | memoryview], *, durable: bool = True, keep_open: bool = False
+) -> int:
     """Replace ``path`` with the concatenated ``chunks``, atomically.
 
     With ``durable`` (the default) the temp file is fsync'd before the rename

@@ -84,8 +84,9 @@ class WriterLock:
             taken = self._lock.acquire(blocking=False)
         except StoreIOError as exc:
             if exc.errno == errno.EISDIR:
-                raise StoreIOError("cannot take the writer lock: a directory stands where the lock file belongs",
-                                   self.path, exc.errno) from exc
+                raise StoreIOError(
+                    "cannot take the writer lock: a directory stands where the lock file belongs", self.path, exc.errno
+                ) from exc
             raise
         if not taken:
             holder = self._holder()

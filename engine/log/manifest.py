@@ -61,8 +61,7 @@ from .format import (
     parse_file_name,
 )
 
-__all__ = ["MANIFEST_FORMAT", "MANIFEST_MAX_BYTES", "MANIFEST_MAX_DEPTH", "MANIFEST_NAME", "Manifest",
-           "manifest_path"]
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_MAX_BYTES", "MANIFEST_MAX_DEPTH", "MANIFEST_NAME", "Manifest", "manifest_path"]
 
 #: Segment ids are u64 in file headers (and 20 decimal digits in file names).
 MAX_SEGMENT_ID = (1 << 64) - 1
@@ -218,9 +217,13 @@ class Manifest:
 
     def copy(self, next_stream_id: int = 0) -> Manifest:
         """A copy (for a backup), ``next_stream_id`` raised to at least the one given."""
-        return Manifest(segments=list(self.segments), next_segment_id=self.next_segment_id,
-                        max_record_bytes=self.max_record_bytes,
-                        next_stream_id=max(self.next_stream_id, next_stream_id), reserved=list(self.reserved))
+        return Manifest(
+            segments=list(self.segments),
+            next_segment_id=self.next_segment_id,
+            max_record_bytes=self.max_record_bytes,
+            next_stream_id=max(self.next_stream_id, next_stream_id),
+            reserved=list(self.reserved),
+        )
 
     # ------------------------------------------------------------ segment ids
     def allocate_segment_id(self) -> int:
@@ -280,8 +283,12 @@ def _ranges(doc: dict[str, Any], path: str) -> list[tuple[int, int]]:
         raise CorruptionError(f"manifest field 'reserved' is {value!r}, not a list", path)
     out = []
     for item in value:
-        if (not isinstance(item, list) or len(item) != 2 or not all(_is_int(v) for v in item)
-                or not 1 <= item[0] < item[1] <= MAX_SEGMENT_ID + 1):
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(_is_int(v) for v in item)
+            or not 1 <= item[0] < item[1] <= MAX_SEGMENT_ID + 1
+        ):
             raise CorruptionError(f"manifest field 'reserved' holds {item!r}, not a [first, end) range", path)
         out.append((item[0], item[1]))
     return out

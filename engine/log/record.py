@@ -37,8 +37,9 @@ def frame(rtype: int, flags: int, stream_id: int, count: int, seq: int, payload:
     return checksum_of(body).to_bytes(8, "little") + body
 
 
-def encode_events(stream_id: int, first_seq: int, count: int, array_bytes: bytes, reference: bool = False,
-                  compress: bool = False) -> bytes:
+def encode_events(
+    stream_id: int, first_seq: int, count: int, array_bytes: bytes, reference: bool = False, compress: bool = False
+) -> bytes:
     """Frame ``count`` events, already encoded as one msgpack array, as an EVENTS record.
 
     The record is lz4-compressed when that saves 1/8 or more and either
@@ -76,8 +77,17 @@ class RecordView:
     __slots__ = ("base", "buf", "count", "flags", "length", "offset", "path", "rtype", "seq", "stream_id")
 
     def __init__(
-        self, buf: Any, base: int, offset: int, length: int, rtype: int, flags: int,
-        stream_id: int, count: int, seq: int, path: str,
+        self,
+        buf: Any,
+        base: int,
+        offset: int,
+        length: int,
+        rtype: int,
+        flags: int,
+        stream_id: int,
+        count: int,
+        seq: int,
+        path: str,
     ) -> None:
         self.buf = buf
         self.base = base
@@ -115,8 +125,18 @@ class RecordView:
             return self
         payload = codec.decompress(self.payload(), max_bytes, self.path, self.offset)
         buf = bytes(self.buf[self.base : self.base + HEADER_SIZE]) + payload
-        return RecordView(buf, 0, self.offset, len(payload), self.rtype, self.flags & ~FLAG_LZ4,
-                          self.stream_id, self.count, self.seq, self.path)
+        return RecordView(
+            buf,
+            0,
+            self.offset,
+            len(payload),
+            self.rtype,
+            self.flags & ~FLAG_LZ4,
+            self.stream_id,
+            self.count,
+            self.seq,
+            self.path,
+        )
 
     def bounds(self, max_bytes: int) -> array[int]:
         """Offsets (in the decompressed payload) where each event starts, and the end."""
@@ -181,8 +201,9 @@ class TornRecord(Exception):
     """Internal: the bytes at an offset are not a whole record (end of valid data)."""
 
 
-def read_record(buf: Any, base: int, limit: int, max_record_bytes: int, path: str,
-                offset: int | None = None) -> RecordView:
+def read_record(
+    buf: Any, base: int, limit: int, max_record_bytes: int, path: str, offset: int | None = None
+) -> RecordView:
     """Parse and verify the record at ``buf[base:]``; ``limit`` is the end of valid bytes in ``buf``.
 
     ``offset`` is the record's position in its file (defaults to ``base``).

@@ -115,7 +115,8 @@ def remove_leftovers(path: str, manifest: Manifest, live: Iterable[int] = ()) ->
             continue
         sid, ext = parsed
         stale = (ext == ACTIVE_INDEX_EXT and sid in listed and sid != active) or (
-            ext == SEALED_INDEX_EXT and sid == active)
+            ext == SEALED_INDEX_EXT and sid == active
+        )
         if stale or sid not in keep:
             log.warning("%s: removing %s, left by an interrupted change", path, name)
             fileio.remove(full)
@@ -133,8 +134,11 @@ def load_sealed(path: str, seg: LogSegment, readonly: bool) -> SealedIndex:
         data_end = idx.data_end
         idx.close()
         if data_end > seg.size:
-            raise CorruptionError(f"sealed segment is {seg.size} bytes but its index covers {data_end}: "
-                                  f"records were lost", seg.path, seg.size)
+            raise CorruptionError(
+                f"sealed segment is {seg.size} bytes but its index covers {data_end}: records were lost",
+                seg.path,
+                seg.size,
+            )
         log.warning("%s: sealed index covers %d bytes, segment has %d; rebuilding", seg.path, data_end, seg.size)
     streams: dict[int, StreamState] = {}
     creates: dict[int, str] = {}
@@ -149,8 +153,11 @@ def load_sealed(path: str, seg: LogSegment, readonly: bool) -> SealedIndex:
             if st is None:
                 st = streams[rec.stream_id] = StreamState(rec.stream_id, "")
             elif rec.rtype == RecordType.EVENTS and st.act_seqs and rec.seq != st.next_seq:
-                raise CorruptionError(f"events of stream id {rec.stream_id} start at seq {rec.seq}, "
-                                      f"expected {st.next_seq}", seg.path, rec.offset)
+                raise CorruptionError(
+                    f"events of stream id {rec.stream_id} start at seq {rec.seq}, expected {st.next_seq}",
+                    seg.path,
+                    rec.offset,
+                )
             st.account(rec.rtype, rec.seq, rec.count, rec.offset, rec.end - rec.offset)
     if seg.scan_end != seg.size:
         raise CorruptionError("sealed segment has a torn record", seg.path, seg.scan_end)
@@ -165,8 +172,9 @@ def load_sealed(path: str, seg: LogSegment, readonly: bool) -> SealedIndex:
     return loaded
 
 
-def recover_active(path: str, seg: LogSegment, readonly: bool, start_lsn: int,
-                   known: list[Entry] | None = None) -> tuple[ActiveSegment, list[Entry]]:
+def recover_active(
+    path: str, seg: LogSegment, readonly: bool, start_lsn: int, known: list[Entry] | None = None
+) -> tuple[ActiveSegment, list[Entry]]:
     """Load the active index, scan the unindexed tail, truncate a torn tail.
 
     With ``known`` (a refresh of a read-only store), those entries are trusted
@@ -185,11 +193,11 @@ def recover_active(path: str, seg: LogSegment, readonly: bool, start_lsn: int,
         try:
             rec = seg.read(last.offset)
         except TruncatedRecordError:
-            raise CorruptionError("the segment ends inside a record its index proves was synced",
-                                  seg.path, seg.size) from None
+            raise CorruptionError(
+                "the segment ends inside a record its index proves was synced", seg.path, seg.size
+            ) from None
         if (rec.stream_id, rec.rtype, rec.seq, rec.count) != (last.stream_id, last.rtype, last.seq, last.events):
-            raise CorruptionError("the record differs from the index entry that describes it", seg.path,
-                                  last.offset)
+            raise CorruptionError("the record differs from the index entry that describes it", seg.path, last.offset)
         start = rec.end
     tail, valid_end = seg.recover_tail(start, quiet=readonly)
     entries.extend(Entry(r.offset, r.seq, r.stream_id, r.count, r.rtype, r.flags) for r in tail)
@@ -218,8 +226,9 @@ def check_entries(seg: LogSegment, entries: list[Entry]) -> bool:
     prev = SEGMENT_HEADER_SIZE - 1
     for e in entries:
         if e.offset >= seg.size:
-            raise CorruptionError(f"the segment ends at {seg.size}, before a record its index proves was synced",
-                                  seg.path, seg.size)
+            raise CorruptionError(
+                f"the segment ends at {seg.size}, before a record its index proves was synced", seg.path, seg.size
+            )
         if e.offset <= prev:
             log.warning("%s: index entry for offset %d is out of order; rebuilding", seg.path, e.offset)
             return False
@@ -269,8 +278,9 @@ def replay_active(catalog: Catalog, active: ActiveSegment, entries: list[Entry],
             catalog.remove(e.stream_id)
 
 
-def open_sealed(path: str, ids: list[int], limit: int, readonly: bool,
-                reuse: dict[int, Sealed] | None = None) -> list[Sealed]:
+def open_sealed(
+    path: str, ids: list[int], limit: int, readonly: bool, reuse: dict[int, Sealed] | None = None
+) -> list[Sealed]:
     """The sealed segments ``ids`` with their indexes: those in ``reuse`` as they
     are, the others opened (and closed again if one of them fails)."""
     reuse = reuse or {}
@@ -292,8 +302,15 @@ def open_sealed(path: str, ids: list[int], limit: int, readonly: bool,
     return sealed
 
 
-def load(path: str, opts: StoreOptions, manifest: Manifest, limit: int, start_lsn: int = 0,
-         reuse: dict[int, Sealed] | None = None, active: tuple[LogSegment, list[Entry]] | None = None) -> Loaded:
+def load(
+    path: str,
+    opts: StoreOptions,
+    manifest: Manifest,
+    limit: int,
+    start_lsn: int = 0,
+    reuse: dict[int, Sealed] | None = None,
+    active: tuple[LogSegment, list[Entry]] | None = None,
+) -> Loaded:
     """Open (or reuse) every segment the manifest names and replay them.
 
     ``reuse`` maps segment ids to sealed segments already open; ``active`` is

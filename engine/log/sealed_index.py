@@ -95,9 +95,19 @@ def _column(mv: memoryview, start: int, n: int) -> Sequence[int]:
 class SealedIndex:
     """The mmap'd, sorted index of a sealed segment."""
 
-    def __init__(self, path: str, segment_id: int, data_end: int, streams: list[StreamDir],
-                 meta: SegmentMeta, map_: mmap.mmap | bytes | None, ev_seqs: Sequence[int],
-                 ev_offs: Sequence[int], bl_hashes: Sequence[int], bl_offs: Sequence[int]) -> None:
+    def __init__(
+        self,
+        path: str,
+        segment_id: int,
+        data_end: int,
+        streams: list[StreamDir],
+        meta: SegmentMeta,
+        map_: mmap.mmap | bytes | None,
+        ev_seqs: Sequence[int],
+        ev_offs: Sequence[int],
+        bl_hashes: Sequence[int],
+        bl_offs: Sequence[int],
+    ) -> None:
         self.path = path
         self.segment_id = segment_id
         self.data_end = data_end
@@ -110,8 +120,13 @@ class SealedIndex:
         self.bl_offs = bl_offs
 
     @staticmethod
-    def build(segment_id: int, streams: Iterable[SegmentActivity], drops: Sequence[int], data_end: int,
-              creates: dict[int, str]) -> bytes:
+    def build(
+        segment_id: int,
+        streams: Iterable[SegmentActivity],
+        drops: Sequence[int],
+        data_end: int,
+        creates: dict[int, str],
+    ) -> bytes:
         """Serialize a sealed index from what each stream wrote to the segment, and
         the ids its STREAM_DROP records name (in file order)."""
         dirs: list[bytes] = []
@@ -131,16 +146,28 @@ class SealedIndex:
                 offs = blobs[h]  # in file order
                 bl_hashes.extend([h] * len(offs))
                 bl_offs.extend(offs)
-            dirs.append(DIR_ENTRY.pack(st.id, 0, ev_lo, len(seqs), bl_lo, len(bl_hashes) - bl_lo,
-                                       first, nxt, st.act_nbytes))
+            dirs.append(
+                DIR_ENTRY.pack(st.id, 0, ev_lo, len(seqs), bl_lo, len(bl_hashes) - bl_lo, first, nxt, st.act_nbytes)
+            )
         meta = msgpack.packb({"creates": creates, "drops": list(drops)}, use_bin_type=True)
         cols = [ev_seqs, ev_offs, bl_hashes, bl_offs]
         if not _LITTLE:
             for c in cols:
                 c.byteswap()
         body = b"".join([*dirs, *(c.tobytes() for c in cols), meta])
-        head = SEALED_HEADER_BODY.pack(SEALED_INDEX_MAGIC, FORMAT_VERSION, 0, 0, segment_id, data_end,
-                                       len(dirs), len(ev_seqs), len(bl_hashes), len(meta), 0)
+        head = SEALED_HEADER_BODY.pack(
+            SEALED_INDEX_MAGIC,
+            FORMAT_VERSION,
+            0,
+            0,
+            segment_id,
+            data_end,
+            len(dirs),
+            len(ev_seqs),
+            len(bl_hashes),
+            len(meta),
+            0,
+        )
         checksum = checksum_of(head + body)
         return head + checksum.to_bytes(8, "little") + body
 
@@ -171,8 +198,9 @@ class SealedIndex:
     @classmethod
     def from_buffer(cls, path: str, segment_id: int, map_: Any) -> SealedIndex | None:
         mv = memoryview(map_)
-        (magic, version, _f, _r, sid, data_end, n_dirs, n_ev, n_bl, meta_len, _r2, checksum) = \
+        (magic, version, _f, _r, sid, data_end, n_dirs, n_ev, n_bl, meta_len, _r2, checksum) = (
             SEALED_HEADER.unpack_from(mv, 0)
+        )
         expected = SEALED_HEADER_SIZE + n_dirs * DIR_ENTRY.size + 16 * (n_ev + n_bl) + meta_len
         problem = ""
         if magic != SEALED_INDEX_MAGIC or version != FORMAT_VERSION:
@@ -193,8 +221,10 @@ class SealedIndex:
             return None
         pos = SEALED_HEADER_SIZE
         dir_bytes = mv[pos : pos + n_dirs * DIR_ENTRY.size]
-        streams = [StreamDir(s, elo, en, blo, bn, fs, ns, nb)
-                   for (s, _z, elo, en, blo, bn, fs, ns, nb) in DIR_ENTRY.iter_unpack(dir_bytes)]
+        streams = [
+            StreamDir(s, elo, en, blo, bn, fs, ns, nb)
+            for (s, _z, elo, en, blo, bn, fs, ns, nb) in DIR_ENTRY.iter_unpack(dir_bytes)
+        ]
         dir_bytes.release()
         pos += n_dirs * DIR_ENTRY.size
         ev_seqs = _column(mv, pos, n_ev)

@@ -58,8 +58,7 @@ class LogSegment:
     active segment: the end of its whole records).
     """
 
-    def __init__(self, path: str, segment_id: int, fd: int, size: int, writable: bool,
-                 max_record_bytes: int) -> None:
+    def __init__(self, path: str, segment_id: int, fd: int, size: int, writable: bool, max_record_bytes: int) -> None:
         self.path = path
         self.segment_id = segment_id
         self._fd = fd
@@ -162,8 +161,9 @@ class LogSegment:
         head = self.pread(HEADER_SIZE, offset)
         (length,) = _U32.unpack_from(head, 8)
         if length > self.max_record_bytes:
-            raise CorruptionError(f"record length {length} exceeds the limit {self.max_record_bytes}",
-                                  self.path, offset)
+            raise CorruptionError(
+                f"record length {length} exceeds the limit {self.max_record_bytes}", self.path, offset
+            )
         if offset + HEADER_SIZE + length > end:
             raise TruncatedRecordError("record runs past the end of the segment", self.path, offset)
         data = head + self.pread(length, offset + HEADER_SIZE)
@@ -181,8 +181,9 @@ class LogSegment:
         sid, first, count, flags, bounds, region = info
         i = seq - first
         if sid != stream_id or not 0 <= i < count:
-            raise CorruptionError(f"index points at the wrong record for stream {stream_id} seq {seq}",
-                                  self.path, offset)
+            raise CorruptionError(
+                f"index points at the wrong record for stream {stream_id} seq {seq}", self.path, offset
+            )
         if flags:  # compressed, or needs the reference decoder: the general path
             if flags & FLAG_LZ4:
                 return self.expanded(offset).event(i, self.max_record_bytes)

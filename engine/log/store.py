@@ -104,8 +104,9 @@ class Store(WritePath):
         self._open()
         self._committer = GroupCommitter(self._sync_source, self._on_synced, self._on_sync_failed)
         if not options.readonly:
-            self._flusher = BackgroundFlusher(options.flush_interval, self._background_flush,
-                                              f"seglog-flush:{os.path.basename(self.path)}")
+            self._flusher = BackgroundFlusher(
+                options.flush_interval, self._background_flush, f"seglog-flush:{os.path.basename(self.path)}"
+            )
 
     # ------------------------------------------------------------------ open
     def _open(self) -> None:
@@ -127,8 +128,9 @@ class Store(WritePath):
             if self._writer_lock is not None:
                 self._writer_lock.release()
             if isinstance(exc, OSError):
-                raise StoreIOError(f"cannot open the store: {exc.strerror or exc}", exc.filename or self.path,
-                                   exc.errno or 0) from exc
+                raise StoreIOError(
+                    f"cannot open the store: {exc.strerror or exc}", exc.filename or self.path, exc.errno or 0
+                ) from exc
             raise
 
     def _load(self) -> None:
@@ -153,8 +155,9 @@ class Store(WritePath):
         self._install(loaded.catalog, loaded.sealed, loaded.active)
         self._entries = loaded.entries if opts.readonly else []
 
-    def _install(self, catalog: Catalog, sealed: tuple[Sealed, ...], active: ActiveSegment,
-                 dropped: Sequence[int] = ()) -> None:
+    def _install(
+        self, catalog: Catalog, sealed: tuple[Sealed, ...], active: ActiveSegment, dropped: Sequence[int] = ()
+    ) -> None:
         """Make a new catalog and version current (caller holds both locks, or is opening)."""
         self._catalog = catalog
         self._streams = catalog.by_name
@@ -185,8 +188,9 @@ class Store(WritePath):
                 recovery.replay_active(self._catalog, act, self._entries, known)
             return
         reuse = {s.segment_id: s for s in version.sealed}
-        loaded = recovery.load(self.path, self.options, manifest, self._read_limit, 0, reuse,
-                               (act.segment, self._entries))
+        loaded = recovery.load(
+            self.path, self.options, manifest, self._read_limit, 0, reuse, (act.segment, self._entries)
+        )
         with self._mu:
             self._manifest = manifest
             self._install(loaded.catalog, loaded.sealed, loaded.active)
@@ -276,8 +280,9 @@ class Store(WritePath):
             self._flush_for_read(tries)
         raise AssertionError("unreachable")
 
-    def _scan(self, version: Version, st: StreamState, locs: list[tuple[LogSegment, int, int]], start: int,
-              end: int) -> Iterator[Any]:
+    def _scan(
+        self, version: Version, st: StreamState, locs: list[tuple[LogSegment, int, int]], start: int, end: int
+    ) -> Iterator[Any]:
         max_bytes = self._read_limit
         try:
             yield None
@@ -296,8 +301,9 @@ class Store(WritePath):
         """``list(scan(stream, start, stop))``."""
         return list(self.scan(stream, start, stop))
 
-    def _blob_locations(self, stream: str, hashes: list[int] | set[int] | None
-                        ) -> tuple[tuple[StreamState, list[tuple[LogSegment, int]]], Version]:
+    def _blob_locations(
+        self, stream: str, hashes: list[int] | set[int] | None
+    ) -> tuple[tuple[StreamState, list[tuple[LogSegment, int]]], Version]:
         """The stream and its blob records with these key hashes (all, with None),
         newest first per hash, with the version pinned for reading them."""
 
@@ -363,8 +369,10 @@ class Store(WritePath):
         """Every stream with its event count, bytes and blob count, by name."""
         with self._mu:
             self._check_open()
-            return [StreamInfo(st.name, st.next_seq, st.nbytes, len(st.blob_hashes()))
-                    for st in sorted(self._streams.values(), key=lambda s: s.name)]
+            return [
+                StreamInfo(st.name, st.next_seq, st.nbytes, len(st.blob_hashes()))
+                for st in sorted(self._streams.values(), key=lambda s: s.name)
+            ]
 
     def stats(self) -> StoreStats:
         """Sizes and counters, and what compaction would reclaim (this reads the
@@ -383,11 +391,22 @@ class Store(WritePath):
             if (parsed is not None and parsed[1] != SEGMENT_EXT) or name == MANIFEST_NAME:
                 with contextlib.suppress(FileNotFoundError):  # a roll removed it meanwhile
                     disk += fileio.stat(os.path.join(self.path, name)).st_size
-        return StoreStats(self.path, self.options.durability.value, len(segs), disk, streams, events,
-                          self._manifest.generation, self._lsn_written, self._committer.synced,
-                          self._committer.fsyncs, garbage.reclaimable_bytes,
-                          tuple((g.segment_id, g.size, g.ratio) for g in garbage.segments if g.sealed),
-                          garbage.last_pass, tuple(garbage.set_aside))
+        return StoreStats(
+            self.path,
+            self.options.durability.value,
+            len(segs),
+            disk,
+            streams,
+            events,
+            self._manifest.generation,
+            self._lsn_written,
+            self._committer.synced,
+            self._committer.fsyncs,
+            garbage.reclaimable_bytes,
+            tuple((g.segment_id, g.size, g.ratio) for g in garbage.segments if g.sealed),
+            garbage.last_pass,
+            tuple(garbage.set_aside),
+        )
 
     def manifest_snapshot(self) -> Manifest:
         """A copy of the manifest as this process knows it (next ids up to date)."""

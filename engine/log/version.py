@@ -51,8 +51,7 @@ class Sealed(NamedTuple):
 class Version:
     __slots__ = ("_release", "active", "holders", "released", "retired", "sealed")
 
-    def __init__(self, sealed: tuple[Sealed, ...], active: LogSegment,
-                 release: Callable[[Version], None]) -> None:
+    def __init__(self, sealed: tuple[Sealed, ...], active: LogSegment, release: Callable[[Version], None]) -> None:
         self.sealed = sealed
         self.active = active
         #: One item per pin. Hot paths pin with ``holders.append(None)`` and unpin
@@ -171,8 +170,9 @@ class VersionSet:
                 self._to_close.append(version.active)
             for s in gone:
                 self._to_close.extend((s.index, s.segment))
-            delete = sorted(s.segment_id for s in gone if s.segment_id in self._dropped
-                            and s.segment_id not in held_ids)
+            delete = sorted(
+                s.segment_id for s in gone if s.segment_id in self._dropped and s.segment_id not in held_ids
+            )
             self._dropped.difference_update(delete)
             self._to_delete.extend(delete)
 
@@ -194,8 +194,11 @@ class VersionSet:
 
     def delete_segment_files(self, segment_id: int) -> int:
         deleted = 0
-        for path in (segment_path(self.directory, segment_id), sealed_index_path(self.directory, segment_id),
-                     index_path(self.directory, segment_id)):
+        for path in (
+            segment_path(self.directory, segment_id),
+            sealed_index_path(self.directory, segment_id),
+            index_path(self.directory, segment_id),
+        ):
             if remove(path):
                 deleted += 1
                 log.info("%s: removed %s", self.directory, path)

@@ -59,7 +59,6 @@ def _commit_manifest(manifest: Manifest, path: str, **changes: Any) -> None:
         raise
 
 
-
 def _manifest_stamp(path: str) -> tuple[int, int, int]:
     """What changes when the MANIFEST is replaced (it always is, by a rename)."""
     try:
@@ -92,8 +91,9 @@ class WritePath:
     def _stream(self, name: str) -> StreamState:
         raise NotImplementedError
 
-    def _install(self, catalog: Catalog, sealed: tuple[Sealed, ...], active: ActiveSegment,
-                 dropped: Sequence[int] = ()) -> None:
+    def _install(
+        self, catalog: Catalog, sealed: tuple[Sealed, ...], active: ActiveSegment, dropped: Sequence[int] = ()
+    ) -> None:
         raise NotImplementedError
 
     def _check_writable(self) -> None:
@@ -115,8 +115,9 @@ class WritePath:
         log.error("%s: %s failed, the store refuses writes until reopened: %s", self.path, what, exc)
         return StoreFailedError(f"{what} in {self.path} failed: {exc}; reopen the store")
 
-    def _append_record(self, rec: bytes, rtype: int, flags: int, st: StreamState | None, stream_id: int,
-                       count: int, seq: int) -> None:
+    def _append_record(
+        self, rec: bytes, rtype: int, flags: int, st: StreamState | None, stream_id: int, count: int, seq: int
+    ) -> None:
         """Append one framed record to the active segment. Caller holds ``_write_mu``."""
         act = self._active
         end = act.end
@@ -271,8 +272,10 @@ class WritePath:
             if self._failed is not None:
                 # The records a failed write dropped count in _lsn_written: an fsync
                 # now must not acknowledge the writers still waiting for them.
-                raise StoreFailedError(f"an earlier write to {self.path} failed ({self._failed}); "
-                                       f"appends since the last successful sync may be lost; reopen the store")
+                raise StoreFailedError(
+                    f"an earlier write to {self.path} failed ({self._failed}); "
+                    f"appends since the last successful sync may be lost; reopen the store"
+                )
             self._flush_pending()
             return self._active.segment.dup_fd(), self._lsn_written
 
@@ -285,8 +288,9 @@ class WritePath:
                 self._failed = exc
             path = self._active.path
         log.error("%s: fsync failed, the store refuses writes until reopened: %s", self.path, exc)
-        return StoreFailedError(f"fsync of {path} failed: {exc}; appends since the last successful "
-                                f"sync may be lost; reopen the store")
+        return StoreFailedError(
+            f"fsync of {path} failed: {exc}; appends since the last successful sync may be lost; reopen the store"
+        )
 
     def _on_synced(self, lsn: int) -> None:
         with self._write_mu:
@@ -313,8 +317,7 @@ class WritePath:
                 return
             # In "power" mode every writer waits for its own appends: an fsync from
             # here would only join (and resize) their groups.
-            behind = (self._lsn_written > self._committer.synced
-                      and self.options.durability is not Durability.POWER)
+            behind = self._lsn_written > self._committer.synced and self.options.durability is not Durability.POWER
             lsn = self._lsn_written
         if behind:
             self._committer.wait(lsn)
@@ -352,21 +355,25 @@ class WritePath:
         old = self._active
         new_seg = new_idx = None
         try:
-            self._sync_active()                                       # 1. old segment durable
+            self._sync_active()  # 1. old segment durable
             sid = old.segment.segment_id
-            SealedIndex.write(self.path, sid, old.sealed_index())     # 2. its .sidx
+            SealedIndex.write(self.path, sid, old.sealed_index())  # 2. its .sidx
             sidx = SealedIndex.load(self.path, sid)
             if sidx is None:
                 raise CorruptionError("sealed index unreadable right after writing it", self.path)
-            with FileLock(self.path, MANIFEST_LOCK_NAME):             # another process may change it
+            with FileLock(self.path, MANIFEST_LOCK_NAME):  # another process may change it
                 self._adopt_manifest()
                 manifest = self._manifest
                 new_id = manifest.next_segment_id
                 new_seg = LogSegment.create(self.path, new_id, self._read_limit)  # 3. the next segment
                 new_idx = ActiveIndexFile.create(self.path, new_id)
-                _commit_manifest(manifest, self.path, segments=[*manifest.segments, new_id],  # 4. MANIFEST
-                                 next_segment_id=new_id + 1,
-                                 next_stream_id=max(manifest.next_stream_id, self._catalog.next_stream_id))
+                _commit_manifest(
+                    manifest,
+                    self.path,
+                    segments=[*manifest.segments, new_id],  # 4. MANIFEST
+                    next_segment_id=new_id + 1,
+                    next_stream_id=max(manifest.next_stream_id, self._catalog.next_stream_id),
+                )
                 self._manifest_seen = _manifest_stamp(self.path)
         except OSError as exc:
             for f in (new_seg, new_idx):
@@ -374,7 +381,7 @@ class WritePath:
                     f.close()
             raise self._fail(exc, f"sealing {old.path}") from exc
         new = ActiveSegment(new_seg, new_idx, self._lsn_written)
-        with self._mu:                                                # 5. readers switch
+        with self._mu:  # 5. readers switch
             old.segment.writable = False
             old.segment.sealed = True
             live = [s for s in old.streams.values() if s.id in self._catalog.by_id]  # not dropped
@@ -383,13 +390,23 @@ class WritePath:
                 d = by_id[st.id]
                 st.clear_active()
                 st.nbytes -= d.nbytes  # add_sealed counts them again
-                st.add_sealed(old.segment, sidx.ev_seqs, sidx.ev_offs, d.ev_lo, d.ev_n,
-                              sidx.bl_hashes, sidx.bl_offs, d.bl_lo, d.bl_n, st.next_seq, d.nbytes)
+                st.add_sealed(
+                    old.segment,
+                    sidx.ev_seqs,
+                    sidx.ev_offs,
+                    d.ev_lo,
+                    d.ev_n,
+                    sidx.bl_hashes,
+                    sidx.bl_offs,
+                    d.bl_lo,
+                    d.bl_n,
+                    st.next_seq,
+                    d.nbytes,
+                )
             self._install(self._catalog, (*self._version.sealed, Sealed(old.segment, sidx)), new)
         if old.index is not None:
-            old.index.remove()                                        # 6. the stale .idx
+            old.index.remove()  # 6. the stale .idx
         log.info("%s: sealed segment %d, active is now %d", self.path, sid, new_id)
-
 
     # ------------------------------------------------- segments replaced elsewhere
     def _maybe_adopt(self) -> None:
@@ -410,8 +427,9 @@ class WritePath:
             version = self._version
             current = {s.segment_id: s for s in version.sealed}
             try:
-                ready = recovery.open_sealed(self.path, [i for i in disk.segments[:-1] if i not in current],
-                                             self._read_limit, readonly=False)
+                ready = recovery.open_sealed(
+                    self.path, [i for i in disk.segments[:-1] if i not in current], self._read_limit, readonly=False
+                )
             except (OSError, SeglogError):
                 ready = []  # replaced again meanwhile: the switch below opens what it needs
             prepared = None
@@ -439,17 +457,22 @@ class WritePath:
                     s.segment.close()
         self._versions.reap()
 
-    def _plan(self, sealed: list[Sealed], current: dict[int, Sealed],
-              pause: Callable[[], None] | None = None) -> dict[int, SealedRuns]:
+    def _plan(
+        self, sealed: list[Sealed], current: dict[int, Sealed], pause: Callable[[], None] | None = None
+    ) -> dict[int, SealedRuns]:
         dropped = [sid for sid in current if sid not in {s.segment_id for s in sealed}]
-        return self._catalog.sealed_runs([(s.segment, s.index) for s in sealed],
-                                         [(current[sid].segment, current[sid].index) for sid in dropped],
-                                         [(s.segment, s.index) for s in sealed if s.segment_id not in current],
-                                         pause)
+        return self._catalog.sealed_runs(
+            [(s.segment, s.index) for s in sealed],
+            [(current[sid].segment, current[sid].index) for sid in dropped],
+            [(s.segment, s.index) for s in sealed if s.segment_id not in current],
+            pause,
+        )
 
-    def _adopt_manifest(self, ready: dict[int, Sealed] | None = None,
-                        prepared: tuple[Version, tuple[int, int, int], Manifest, list[Sealed],
-                                        dict[int, SealedRuns]] | None = None) -> None:
+    def _adopt_manifest(
+        self,
+        ready: dict[int, Sealed] | None = None,
+        prepared: tuple[Version, tuple[int, int, int], Manifest, list[Sealed], dict[int, SealedRuns]] | None = None,
+    ) -> None:
         """Read the MANIFEST; when another process replaced sealed segments, switch
         readers to the new ones (``ready``: opened already; ``prepared``: the runs
         built for them, used when nothing changed since). The replaced ones are
@@ -489,8 +512,12 @@ class WritePath:
                 s.index.close()
                 s.segment.close()
         if dropped:
-            log.info("%s: segments %s were replaced by %s", self.path, dropped,
-                     [s.segment_id for s in sealed if s.segment_id not in current])
+            log.info(
+                "%s: segments %s were replaced by %s",
+                self.path,
+                dropped,
+                [s.segment_id for s in sealed if s.segment_id not in current],
+            )
 
 
 def _let_others_run() -> None:

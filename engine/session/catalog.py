@@ -132,8 +132,9 @@ class SessionCatalog:
             self.store.put_blob(CATALOG, layout.meta_key(meta.uid), meta.to_doc())
             self._metas[meta.uid] = meta
 
-    def prepare(self, name: str, session_id: str, created: str, parent: str | None = None,
-                base: int = 0, cp_base: int = 0) -> SessionPersister:
+    def prepare(
+        self, name: str, session_id: str, created: str, parent: str | None = None, base: int = 0, cp_base: int = 0
+    ) -> SessionPersister:
         """A new session's persister, not yet visible under ``name`` (see :meth:`publish`)."""
         meta = SessionMeta(secrets.token_hex(8), name, session_id, created, parent, base, cp_base)
         with self.lock:
@@ -161,8 +162,9 @@ class SessionCatalog:
                 self._retire(old)
                 self.collect()
 
-    def register(self, name: str, session_id: str, created: str, parent: str | None = None,
-                 base: int = 0, cp_base: int = 0) -> SessionPersister:
+    def register(
+        self, name: str, session_id: str, created: str, parent: str | None = None, base: int = 0, cp_base: int = 0
+    ) -> SessionPersister:
         """Create a session and make it visible at once."""
         with self.lock:
             if name in self._names:
@@ -299,8 +301,15 @@ class SessionCatalog:
         for stream in old:
             if self.store.has_stream(stream):
                 self.store.drop_stream(stream)
-        log.info("%s: deleted session %s trimmed from %d to %d events (generation %d: %s)",
-                 self.store.path, meta.uid, own, keep, generation, counts)
+        log.info(
+            "%s: deleted session %s trimmed from %d to %d events (generation %d: %s)",
+            self.store.path,
+            meta.uid,
+            own,
+            keep,
+            generation,
+            counts,
+        )
         return True
 
     # -- snapshots (``repl-<name>.json`` files an import kept) ------------------------------
@@ -320,5 +329,7 @@ class SessionCatalog:
         """Every kept snapshot's bytes, by name."""
         if not self.store.has_stream(CATALOG):
             return {}
-        return {name: self.store.get_blob(CATALOG, key)["raw"]
-                for key, name in layout.snapshot_keys(self.store.blob_keys(CATALOG))}
+        return {
+            name: self.store.get_blob(CATALOG, key)["raw"]
+            for key, name in layout.snapshot_keys(self.store.blob_keys(CATALOG))
+        }

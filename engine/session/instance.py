@@ -103,8 +103,16 @@ class RecordingGate:
 class SessionInstance:
     """One session: metadata plus the changes since the last save point."""
 
-    def __init__(self, name: str, session_id: str | None = None, created: str | None = None, *,
-                 event_count: int = 0, checkpoint_count: int = 0, size_on_disk: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        session_id: str | None = None,
+        created: str | None = None,
+        *,
+        event_count: int = 0,
+        checkpoint_count: int = 0,
+        size_on_disk: int = 0,
+    ) -> None:
         self.name = check_session_name(name)
         #: The header ``id`` (``sessionId`` of the index); may differ from the name.
         self.id = session_id if session_id is not None else name
@@ -156,9 +164,13 @@ class SessionInstance:
 
     def metadata(self) -> dict[str, Any]:
         return {
-            "name": self.name, "id": self.id, "created": self.created,
-            "last_accessed": self.last_accessed, "event_count": self.event_count,
-            "checkpoint_count": self.checkpoint_count, "size_on_disk": self.size_on_disk,
+            "name": self.name,
+            "id": self.id,
+            "created": self.created,
+            "last_accessed": self.last_accessed,
+            "event_count": self.event_count,
+            "checkpoint_count": self.checkpoint_count,
+            "size_on_disk": self.size_on_disk,
         }
 
     @property
@@ -170,8 +182,9 @@ class SessionInstance:
         except IndexError:
             return self.event_count
 
-    def take_changes(self, max_events: int | None = None, max_bytes: int | None = None,
-                     before: int | None = None) -> Changes:
+    def take_changes(
+        self, max_events: int | None = None, max_bytes: int | None = None, before: int | None = None
+    ) -> Changes:
         """The save point: hand over what is pending and start afresh.
 
         With limits, only the oldest pending events are handed over, with the
@@ -230,8 +243,9 @@ class SessionInstance:
         return f"<SessionInstance {self.name!r} events={self.event_count} dirty={self.dirty}>"
 
     # -- recording ----------------------------------------------------------------
-    def _record(self, event: dict[str, Any], state: bytes | None = None,
-                receipt: dict[str, Any] | None = None, size: int = 0) -> int:
+    def _record(
+        self, event: dict[str, Any], state: bytes | None = None, receipt: dict[str, Any] | None = None, size: int = 0
+    ) -> int:
         """Number ``event`` (its first key is ``seq``) and add it to the pending changes;
         ``size``: the bytes of its receipt."""
         with self._lock:
@@ -289,8 +303,9 @@ class SessionInstance:
         return self._record({"seq": 0, "ts": self._ts(ts), "type": "input", "code": self._text("code", code)})
 
     def step(self, d: int, ctrl: str, ts: int | None = None) -> int:
-        return self._record({"seq": 0, "ts": self._ts(ts), "type": "step", "d": check_int("d", d),
-                             "ctrl": self._text("ctrl", ctrl)})
+        return self._record(
+            {"seq": 0, "ts": self._ts(ts), "type": "step", "d": check_int("d", d), "ctrl": self._text("ctrl", ctrl)}
+        )
 
     def checkpoint(self, d: int, reason: str, state: Any, ts: int | None = None) -> str:
         """Record a checkpoint with its serialized machine state; return its state id.
@@ -300,8 +315,14 @@ class SessionInstance:
         """
         if reason not in REASONS:
             raise InvalidArgumentError(f"checkpoint reason must be one of {sorted(REASONS)}, not {reason!r}")
-        event = {"seq": 0, "ts": self._ts(ts), "type": "checkpoint", "d": check_int("d", d),
-                 "reason": reason, "stateId": ""}
+        event = {
+            "seq": 0,
+            "ts": self._ts(ts),
+            "type": "checkpoint",
+            "d": check_int("d", d),
+            "reason": reason,
+            "stateId": "",
+        }
         self._busy()  # encoding a large state takes a while: recording goes on meanwhile
         raw = values.pack_value(state)
         self._sized("state", len(raw))
@@ -309,27 +330,52 @@ class SessionInstance:
         return str(event["stateId"])
 
     def llm_req(self, d: int, model: str, prompt_preview: str, receipt_key: str, ts: int | None = None) -> int:
-        return self._record({"seq": 0, "ts": self._ts(ts), "type": "llm_req", "d": check_int("d", d),
-                             "model": check_str("model", model),
-                             "promptPreview": preview(check_str("promptPreview", prompt_preview)),
-                             "receiptKey": check_receipt_key(receipt_key)})
+        return self._record(
+            {
+                "seq": 0,
+                "ts": self._ts(ts),
+                "type": "llm_req",
+                "d": check_int("d", d),
+                "model": check_str("model", model),
+                "promptPreview": preview(check_str("promptPreview", prompt_preview)),
+                "receiptKey": check_receipt_key(receipt_key),
+            }
+        )
 
-    def llm_resp(self, d: int, value_preview: str, duration_ms: int, receipt_key: str, *,
-                 request: Any, response: Any, timestamp: int | None = None, tokens: Any = None,
-                 ts: int | None = None) -> int:
+    def llm_resp(
+        self,
+        d: int,
+        value_preview: str,
+        duration_ms: int,
+        receipt_key: str,
+        *,
+        request: Any,
+        response: Any,
+        timestamp: int | None = None,
+        tokens: Any = None,
+        ts: int | None = None,
+    ) -> int:
         """Record an LLM response with its receipt ``{key, request, response, timestamp, durationMs, tokens?}``."""
         ts = self._ts(ts)
         check_receipt_key(receipt_key)
-        event: dict[str, Any] = {"seq": 0, "ts": ts, "type": "llm_resp", "d": check_int("d", d),
-                                 "valuePreview": preview(check_str("valuePreview", value_preview))}
+        event: dict[str, Any] = {
+            "seq": 0,
+            "ts": ts,
+            "type": "llm_resp",
+            "d": check_int("d", d),
+            "valuePreview": preview(check_str("valuePreview", value_preview)),
+        }
         if tokens is not None:
             tokens = event["tokens"] = values.storable(tokens)
         event["durationMs"] = check_int("durationMs", duration_ms)
         event["receiptKey"] = receipt_key
-        receipt: dict[str, Any] = {"key": receipt_key, "request": values.storable(request),
-                                   "response": values.storable(response),
-                                   "timestamp": ts if timestamp is None else check_int("timestamp", timestamp),
-                                   "durationMs": duration_ms}
+        receipt: dict[str, Any] = {
+            "key": receipt_key,
+            "request": values.storable(request),
+            "response": values.storable(response),
+            "timestamp": ts if timestamp is None else check_int("timestamp", timestamp),
+            "durationMs": duration_ms,
+        }
         if tokens is not None:
             receipt["tokens"] = tokens
         self._busy()
@@ -338,20 +384,39 @@ class SessionInstance:
         return self._record(event, receipt=receipt, size=size)
 
     def effect(self, d: int, op: str, args_preview: str, ts: int | None = None) -> int:
-        return self._record({"seq": 0, "ts": self._ts(ts), "type": "effect", "d": check_int("d", d),
-                             "op": check_str("op", op),
-                             "argsPreview": preview(check_str("argsPreview", args_preview))})
+        return self._record(
+            {
+                "seq": 0,
+                "ts": self._ts(ts),
+                "type": "effect",
+                "d": check_int("d", d),
+                "op": check_str("op", op),
+                "argsPreview": preview(check_str("argsPreview", args_preview)),
+            }
+        )
 
     def resume(self, d: int, value_preview: str, ts: int | None = None) -> int:
-        return self._record({"seq": 0, "ts": self._ts(ts), "type": "resume", "d": check_int("d", d),
-                             "valuePreview": preview(check_str("valuePreview", value_preview))})
+        return self._record(
+            {
+                "seq": 0,
+                "ts": self._ts(ts),
+                "type": "resume",
+                "d": check_int("d", d),
+                "valuePreview": preview(check_str("valuePreview", value_preview)),
+            }
+        )
 
     def result(self, value: str, ts: int | None = None) -> int:
         return self._record({"seq": 0, "ts": self._ts(ts), "type": "result", "value": self._text("value", value)})
 
     def error(self, d: int, message: str, stack: str | None = None, ts: int | None = None) -> int:
-        event: dict[str, Any] = {"seq": 0, "ts": self._ts(ts), "type": "error", "d": check_int("d", d),
-                                 "message": self._text("message", message)}
+        event: dict[str, Any] = {
+            "seq": 0,
+            "ts": self._ts(ts),
+            "type": "error",
+            "d": check_int("d", d),
+            "message": self._text("message", message),
+        }
         if stack is not None:
             event["stack"] = self._text("stack", stack)
         return self._record(event)

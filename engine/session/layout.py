@@ -86,7 +86,7 @@ def stream_generation(stream: str) -> tuple[str, int] | None:
     the session layer did not write)."""
     for prefix in (_EV, _CP):
         if stream.startswith(prefix) and len(stream) > len(prefix):
-            rest = stream[len(prefix):]
+            rest = stream[len(prefix) :]
             uid, sep, tail = rest.rpartition(_GEN)
             if sep and uid and tail.isdigit() and tail.isascii() and tail[0] != "0":
                 return uid, int(tail)
@@ -154,7 +154,7 @@ def snapshot_key(name: str) -> str:
 def _suffixes(keys: Iterable[str], prefix: str) -> Iterator[tuple[str, str]]:
     for key in keys:
         if key.startswith(prefix):
-            yield key, key[len(prefix):]
+            yield key, key[len(prefix) :]
 
 
 def name_keys(keys: Iterable[str]) -> Iterator[tuple[str, str]]:

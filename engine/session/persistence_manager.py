@@ -99,12 +99,21 @@ class PersistenceManager:
     ``step_bytes`` bound a step of a save; ``yield_after`` (default 2 x ``save_after``)
     is when a recording thread hands the GIL to the saver for a step of its session."""
 
-    def __init__(self, pool: SessionPool, directory: str | os.PathLike[str], save_interval: float = 1.0,
-                 save_after: int = 256, *, max_pending: int | None = None,
-                 durability: Durability | str = Durability.PROCESS,
-                 store_options: dict[str, Any] | None = None, register_atexit: bool = True,
-                 step_events: int = STEP_EVENTS, step_bytes: int = STEP_BYTES,
-                 yield_after: int | None = None) -> None:
+    def __init__(
+        self,
+        pool: SessionPool,
+        directory: str | os.PathLike[str],
+        save_interval: float = 1.0,
+        save_after: int = 256,
+        *,
+        max_pending: int | None = None,
+        durability: Durability | str = Durability.PROCESS,
+        store_options: dict[str, Any] | None = None,
+        register_atexit: bool = True,
+        step_events: int = STEP_EVENTS,
+        step_bytes: int = STEP_BYTES,
+        yield_after: int | None = None,
+    ) -> None:
         if not save_interval > 0:
             raise InvalidArgumentError(f"save_interval must be positive, not {save_interval}")
         if save_after < 1:
@@ -119,7 +128,8 @@ class PersistenceManager:
             raise InvalidArgumentError(f"max_pending must be at least save_after ({save_after})")
         if step_events < 1 or step_bytes < 1:
             raise InvalidArgumentError(
-                f"step_events and step_bytes must be at least 1, not {step_events} and {step_bytes}")
+                f"step_events and step_bytes must be at least 1, not {step_events} and {step_bytes}"
+            )
         if yield_after is not None and yield_after < 1:
             raise InvalidArgumentError(f"yield_after must be at least 1, not {yield_after}")
         options = {"compress_events": True, **(store_options or {})}
@@ -342,8 +352,9 @@ class PersistenceManager:
             self.saves += 1
         return total
 
-    def _save_step(self, inst: SessionInstance, until: int | None = None, blocking: bool = True,
-                   measure: bool = True) -> int | None:
+    def _save_step(
+        self, inst: SessionInstance, until: int | None = None, blocking: bool = True, measure: bool = True
+    ) -> int | None:
         """Write the oldest pending changes of ``inst`` (events before seq ``until``):
         at most ``step_events`` events and about ``step_bytes`` of states and receipts
         (one write to the OS, unless in a _one_write). Returns how many changes it wrote; None when the session was
@@ -360,8 +371,9 @@ class PersistenceManager:
             try:
                 with self._lock:
                     self._check_open()
-                    if inst.uid is not None and (inst.name not in self.catalog
-                                                 or self.catalog.uid(inst.name) != inst.uid):
+                    if inst.uid is not None and (
+                        inst.name not in self.catalog or self.catalog.uid(inst.name) != inst.uid
+                    ):
                         # Deleted (or replaced) while the caller still held this instance.
                         inst.mark_deleted()
                         if self.pool.get(inst.name) is inst:
@@ -507,13 +519,17 @@ class PersistenceManager:
             self._stop.set()
         except StoreFailedError:
             # The store refuses writes until it is reopened: retrying is futile.
-            log.exception("background save of session %r failed; the store refuses writes until "
-                          "it is opened again, background saving stops", inst.name)
+            log.exception(
+                "background save of session %r failed; the store refuses writes until "
+                "it is opened again, background saving stops",
+                inst.name,
+            )
             self._stop.set()
         except Exception:
             if not failing:
-                log.exception("background save of session %r failed; new events are refused "
-                              "until a retry succeeds", inst.name)
+                log.exception(
+                    "background save of session %r failed; new events are refused until a retry succeeds", inst.name
+                )
         return None
 
     def _serve_urgent(self) -> bool:
@@ -524,8 +540,12 @@ class PersistenceManager:
             inst, done = self._waiting.popleft()
             try:
                 for _ in range(self.catch_up):
-                    if (inst.deleted or self._stop.is_set() or not self._guarded(inst, self._urgent_step)
-                            or inst.pending_events < self.yield_after):
+                    if (
+                        inst.deleted
+                        or self._stop.is_set()
+                        or not self._guarded(inst, self._urgent_step)
+                        or inst.pending_events < self.yield_after
+                    ):
                         break
             finally:
                 self._served += 1
@@ -587,8 +607,11 @@ class PersistenceManager:
         self._serve_urgent()
         if self._may_run():
             return self.slice_s
-        if (time.time() - inst.last_accessed >= self.save_interval and inst.first_change_at
-                and time.monotonic() - inst.first_change_at >= 2 * self.save_interval):
+        if (
+            time.time() - inst.last_accessed >= self.save_interval
+            and inst.first_change_at
+            and time.monotonic() - inst.first_change_at >= 2 * self.save_interval
+        ):
             return 0.0
         return None
 
@@ -671,9 +694,17 @@ class PersistenceManager:
                     p = self.catalog.persister(name)
             except UnknownSessionError:
                 continue
-            out.append({"name": name, "id": p.meta.id, "created": p.meta.created, "last_accessed": None,
-                        "event_count": p.event_count, "checkpoint_count": p.checkpoint_count,
-                        "size_on_disk": p.size_on_disk})
+            out.append(
+                {
+                    "name": name,
+                    "id": p.meta.id,
+                    "created": p.meta.created,
+                    "last_accessed": None,
+                    "event_count": p.event_count,
+                    "checkpoint_count": p.checkpoint_count,
+                    "size_on_disk": p.size_on_disk,
+                }
+            )
         return out
 
     def events(self, name: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:

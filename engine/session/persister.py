@@ -163,8 +163,11 @@ class IncrementalWriter:
             records += append_stored_events(store, ev, stored_events)
         if self._last_cp is None:
             self._last_cp = store.get(cp, store.next_seq(cp) - 1)["seq"] if store.has_stream(cp) else -1
-        cps = [{"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
-               for e in changes.events if e["type"] == "checkpoint" and e["seq"] > self._last_cp]
+        cps = [
+            {"seq": e["seq"], "stateId": e["stateId"], "reason": e["reason"]}
+            for e in changes.events
+            if e["type"] == "checkpoint" and e["seq"] > self._last_cp
+        ]
         if cps:
             store.append_batch(cp, cps)
             self._last_cp = cps[-1]["seq"]
@@ -187,8 +190,7 @@ def append_stored_events(store: Store, stream: str, stored: list[Any]) -> int:
 class SessionPersister:
     """Reads and writes one session (and, through its parents, what it shares)."""
 
-    def __init__(self, store: Store, meta: SessionMeta, parent: SessionPersister | None,
-                 max_state_bytes: int) -> None:
+    def __init__(self, store: Store, meta: SessionMeta, parent: SessionPersister | None, max_state_bytes: int) -> None:
         self.store = store
         self.meta = meta
         self.parent = parent
@@ -264,6 +266,7 @@ class SessionPersister:
     def size_on_disk(self) -> int:
         def size(ev: str, cp: str) -> int:
             return sum(self.store.stream_bytes(s) for s in (ev, cp) if self.store.has_stream(s))
+
         return self._own_read(size)
 
     # -- writing ---------------------------------------------------------------------
@@ -371,9 +374,11 @@ class SessionPersister:
         if start < cb and self.parent is not None:
             out.extend(self.parent.checkpoints(start, min(end, cb)))
         if end > cb:
+
             def listed_entries(_ev: str, cp: str) -> tuple[int, list[Any]]:
                 listed = self._count(cp)
                 return listed, list(self._scan(cp, max(start, cb) - cb, min(end - cb, listed)))
+
             listed, entries = self._own_read(listed_entries)
             out.extend(entries)
             first_unlisted = cb + listed
@@ -440,9 +445,14 @@ class SessionPersister:
 
     def instance(self) -> SessionInstance:
         """A complete SessionInstance with this session's metadata."""
-        return SessionInstance(self.meta.name, self.meta.id, self.meta.created,
-                               event_count=self.event_count, checkpoint_count=self.checkpoint_count,
-                               size_on_disk=self.size_on_disk)
+        return SessionInstance(
+            self.meta.name,
+            self.meta.id,
+            self.meta.created,
+            event_count=self.event_count,
+            checkpoint_count=self.checkpoint_count,
+            size_on_disk=self.size_on_disk,
+        )
 
     # -- trimming a deleted session that forks still share --------------------------------
     def write_trimmed(self, generation: int, limits: Iterable[int], cp_stop: int) -> dict[str, int]:

@@ -85,8 +85,7 @@ def check_receipt_key(key: object) -> str:
         raw = key.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidArgumentError(f"receiptKey {key!r} is not valid Unicode text") from None
-    _require(len(raw) <= MAX_RECEIPT_KEY_BYTES,
-             f"receiptKey is {len(raw)} bytes; the limit is {MAX_RECEIPT_KEY_BYTES}")
+    _require(len(raw) <= MAX_RECEIPT_KEY_BYTES, f"receiptKey is {len(raw)} bytes; the limit is {MAX_RECEIPT_KEY_BYTES}")
     return key
 
 

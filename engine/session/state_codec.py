@@ -38,17 +38,16 @@ MAX_CHAIN = 4 * KEYFRAME_EVERY
 class StateEncoder:
     """Encodes the states of one session in order, remembering the previous one."""
 
-    def __init__(self, prev_id: str | None = None, prev_raw: bytes | None = None, prev_fmt: str = "m",
-                 since_keyframe: int = 0) -> None:
+    def __init__(
+        self, prev_id: str | None = None, prev_raw: bytes | None = None, prev_fmt: str = "m", since_keyframe: int = 0
+    ) -> None:
         self.prev_id = prev_id
         self.prev_raw = prev_raw
         self.prev_fmt = prev_fmt
         self.since_keyframe = since_keyframe
 
     def encode(self, state_id: str, raw: bytes, fmt: str = "m") -> dict[str, Any]:
-        use_base = (
-            self.prev_raw is not None and self.prev_fmt == fmt and self.since_keyframe < KEYFRAME_EVERY - 1
-        )
+        use_base = self.prev_raw is not None and self.prev_fmt == fmt and self.since_keyframe < KEYFRAME_EVERY - 1
         if use_base:
             assert self.prev_raw is not None
             z = lz4.block.compress(raw, dict=self.prev_raw, store_size=False)
@@ -69,8 +68,9 @@ def state_base(doc: Any) -> str | None:
     return base if isinstance(base, str) else None
 
 
-def decode_raw(state_id: str, fetch: Callable[[str], Any], max_bytes: int,
-               known: dict[str, tuple[str, bytes]] | None = None) -> tuple[str, bytes]:
+def decode_raw(
+    state_id: str, fetch: Callable[[str], Any], max_bytes: int, known: dict[str, tuple[str, bytes]] | None = None
+) -> tuple[str, bytes]:
     """Return ``(format, raw bytes)`` of a stored state, following its base chain.
 
     ``fetch(state_id)`` returns the stored dict (or raises the caller's not-found

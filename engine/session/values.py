@@ -52,11 +52,14 @@ def js_numbers(value: Any) -> Any:
         except OverflowError:
             as_double = float("inf")
         if abs(as_double) >= 1e21:
-            raise EncodeError(f"integer {value} is beyond 64 bits, and JavaScript prints it with an "
-                              f"exponent: it cannot be stored")
+            raise EncodeError(
+                f"integer {value} is beyond 64 bits, and JavaScript prints it with an exponent: it cannot be stored"
+            )
         if js_integer_text(as_double) != str(value):
-            raise EncodeError(f"integer {value} is beyond 64 bits and needs more precision than a double "
-                              f"(JavaScript would print {js_integer_text(as_double)}): it cannot be stored")
+            raise EncodeError(
+                f"integer {value} is beyond 64 bits and needs more precision than a double "
+                f"(JavaScript would print {js_integer_text(as_double)}): it cannot be stored"
+            )
         return as_double
     if isinstance(value, dict):
         return {k: js_numbers(v) for k, v in value.items()}

@@ -26,10 +26,14 @@ from engine.session.catalog import SessionCatalog
 CH01 = SAMPLES / "ch01-getting-started"
 MOCK = SAMPLES / "mock-effects"
 
-pytestmark = pytest.mark.skipif(not (CH01 / "sessions").is_dir() or not (MOCK / "sessions").is_dir(),
-                                reason=f"legacy samples are not under {SAMPLES}")
-SNAPSHOT = b'{\n  "defs": [],\n  "debugMode": false,\n  "stepCount": 0,\n  "traceLength": 0,\n  "breakpoints": [],' \
-           b'\n  "nextBreakpointId": 1,\n  "recordingEnabled": true\n}'
+pytestmark = pytest.mark.skipif(
+    not (CH01 / "sessions").is_dir() or not (MOCK / "sessions").is_dir(),
+    reason=f"legacy samples are not under {SAMPLES}",
+)
+SNAPSHOT = (
+    b'{\n  "defs": [],\n  "debugMode": false,\n  "stepCount": 0,\n  "traceLength": 0,\n  "breakpoints": [],'
+    b'\n  "nextBreakpointId": 1,\n  "recordingEnabled": true\n}'
+)
 EXPECTED = "LEGACY_DIR is the folder that holds sessions/"
 
 
@@ -44,7 +48,7 @@ def one_line_error(err: str) -> str:
     """The single ``compat: error: ...`` line of a failed run."""
     assert err.endswith("\n") and err.count("\n") == 1, err
     assert err.startswith("compat: error: ") and "Traceback" not in err, err
-    return err[len("compat: error: "):-1]
+    return err[len("compat: error: ") : -1]
 
 
 def fails(capsys: pytest.CaptureFixture[str], code: int, *argv: object) -> str:
@@ -98,8 +102,9 @@ def test_import_into_an_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert run(capsys, "import", legacy, tmp_path / "new" / "nested" / "store") == (0, "5 imported\n", "")
 
 
-def test_import_with_a_bad_session_exits_1_and_names_file_and_line(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_with_a_bad_session_exits_1_and_names_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     legacy, store = legacy_dir(tmp_path / "legacy", snapshot=False), tmp_path / "store"
     lines = (CH01 / "sessions" / "current.jsonl").read_bytes().split(b"\n")
     lines[3] = b'{"seq":2,"ts":1795502436193,"type":"result","value":'
@@ -125,18 +130,23 @@ def test_import_legacy_dir_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     assert fails(capsys, EXIT_USAGE, "import", snap, store) == f"{snap} is a file, not a folder ({EXPECTED})"
 
     (tmp_path / "no-sessions").mkdir()
-    assert fails(capsys, EXIT_USAGE, "import", tmp_path / "no-sessions", store) == \
-        f"{tmp_path / 'no-sessions'} has no sessions/ folder ({EXPECTED})"
+    assert (
+        fails(capsys, EXIT_USAGE, "import", tmp_path / "no-sessions", store)
+        == f"{tmp_path / 'no-sessions'} has no sessions/ folder ({EXPECTED})"
+    )
 
     # The sessions/ folder itself: say which folder was meant.
     assert fails(capsys, EXIT_USAGE, "import", legacy / "sessions", store) == (
         f"{legacy / 'sessions'} has no sessions/ folder: it looks like the sessions/ folder itself; "
-        f"give the folder that holds it ({legacy})")
+        f"give the folder that holds it ({legacy})"
+    )
 
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "sessions").write_bytes(b"")
-    assert fails(capsys, EXIT_USAGE, "import", tmp_path / "odd", store) == \
-        f"{tmp_path / 'odd' / 'sessions'} is a file, not a folder ({EXPECTED})"
+    assert (
+        fails(capsys, EXIT_USAGE, "import", tmp_path / "odd", store)
+        == f"{tmp_path / 'odd' / 'sessions'} is a file, not a folder ({EXPECTED})"
+    )
     assert not store.exists()
 
 
@@ -147,29 +157,40 @@ def test_import_store_dir_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     a_file = tmp_path / "a-file"
     a_file.write_bytes(b"x")
-    assert fails(capsys, EXIT_USAGE, "import", legacy, a_file) == \
-        f"STORE_DIR {a_file} is a file, not a folder; {wanted}"
+    assert (
+        fails(capsys, EXIT_USAGE, "import", legacy, a_file) == f"STORE_DIR {a_file} is a file, not a folder; {wanted}"
+    )
     assert a_file.read_bytes() == b"x"
-    assert fails(capsys, EXIT_USAGE, "import", legacy, a_file / "store") == \
-        f"STORE_DIR {a_file / 'store'} cannot be created: {a_file} is a file, not a folder"
+    assert (
+        fails(capsys, EXIT_USAGE, "import", legacy, a_file / "store")
+        == f"STORE_DIR {a_file / 'store'} cannot be created: {a_file} is a file, not a folder"
+    )
 
     # `import X X`: MANIFEST and segments would land beside sessions/.
-    assert fails(capsys, EXIT_USAGE, "import", legacy, legacy) == \
-        f"STORE_DIR {legacy} is the legacy folder itself; give the store a folder of its own ({wanted[5:]})"
-    assert fails(capsys, EXIT_USAGE, "import", legacy, legacy / "sessions") == \
-        f"STORE_DIR {legacy / 'sessions'} is inside the legacy folder {legacy}; give the store a folder outside " \
+    assert (
+        fails(capsys, EXIT_USAGE, "import", legacy, legacy)
+        == f"STORE_DIR {legacy} is the legacy folder itself; give the store a folder of its own ({wanted[5:]})"
+    )
+    assert (
+        fails(capsys, EXIT_USAGE, "import", legacy, legacy / "sessions")
+        == f"STORE_DIR {legacy / 'sessions'} is inside the legacy folder {legacy}; give the store a folder outside "
         f"it ({wanted[5:]})"
-    assert fails(capsys, EXIT_USAGE, "import", legacy, legacy / "store") == \
-        f"STORE_DIR {legacy / 'store'} is inside the legacy folder {legacy}; give the store a folder outside " \
+    )
+    assert (
+        fails(capsys, EXIT_USAGE, "import", legacy, legacy / "store")
+        == f"STORE_DIR {legacy / 'store'} is inside the legacy folder {legacy}; give the store a folder outside "
         f"it ({wanted[5:]})"
+    )
     os.symlink(legacy, tmp_path / "link")
     assert "is the legacy folder itself" in fails(capsys, EXIT_USAGE, "import", legacy, tmp_path / "link")
 
     unrelated = tmp_path / "photos"
     unrelated.mkdir()
     (unrelated / "cat.jpg").write_bytes(b"meow")
-    assert fails(capsys, EXIT_USAGE, "import", legacy, unrelated) == \
-        f"STORE_DIR {unrelated} is not empty and holds no store (no MANIFEST); {wanted}"
+    assert (
+        fails(capsys, EXIT_USAGE, "import", legacy, unrelated)
+        == f"STORE_DIR {unrelated} is not empty and holds no store (no MANIFEST); {wanted}"
+    )
     assert os.listdir(unrelated) == ["cat.jpg"]
     assert tree(legacy) == before
 
@@ -199,8 +220,9 @@ def test_materialize_everything(store: Path, tmp_path: Path, capsys: pytest.Capt
     assert (out / "receipts").is_dir() and os.listdir(out / "receipts") == []
 
 
-def test_materialize_twice_leaves_every_file_alone(store: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_materialize_twice_leaves_every_file_alone(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     assert run(capsys, "materialize", store, out)[0] == 0
     files = [p for p in out.rglob("*") if p.is_file() and ".seglog" not in p.parts]
@@ -216,18 +238,26 @@ def test_materialize_selected_sessions(store: Path, tmp_path: Path, capsys: pyte
     out = tmp_path / "out"
     code, stdout, _ = run(capsys, "materialize", store, out, "--session", "mock-effects", "--session", "current")
     assert code == 0 and stdout.startswith("2 sessions (2 written), 0 snapshots; ")
-    assert sorted(os.listdir(out / "sessions")) == ["current.index.json", "current.jsonl",
-                                                    "mock-effects.index.json", "mock-effects.jsonl"]
+    assert sorted(os.listdir(out / "sessions")) == [
+        "current.index.json",
+        "current.jsonl",
+        "mock-effects.index.json",
+        "mock-effects.jsonl",
+    ]
     assert not (out / "repl-main.json").exists()
     assert (out / "sessions" / "current.jsonl").read_bytes() == (CH01 / "sessions" / "current.jsonl").read_bytes()
     code, stdout, _ = run(capsys, "materialize", store, out, "--session", "current")
     assert code == 0 and stdout == f"1 session (1 unchanged), 0 snapshots; 0 bytes written to {out}\n"
 
 
-@pytest.mark.parametrize("argv", [["--session", "-dash"], ["--session=-dash"], ["--session", "--x"]],
-                         ids=["separate", "joined", "double-dash"])
-def test_a_session_name_starting_with_a_dash(argv: list[str], tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [["--session", "-dash"], ["--session=-dash"], ["--session", "--x"]],
+    ids=["separate", "joined", "double-dash"],
+)
+def test_a_session_name_starting_with_a_dash(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     legacy, store, out = tmp_path / "legacy", tmp_path / "store", tmp_path / "out"
     (legacy / "sessions").mkdir(parents=True)
     name = argv[-1].removeprefix("--session=")
@@ -242,14 +272,20 @@ def test_a_session_name_starting_with_a_dash(argv: list[str], tmp_path: Path,
 
 def test_materialize_store_dir_refused_with_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert fails(capsys, EXIT_NO_STORE, "materialize", tmp_path / "no-store", out) == \
-        f"no store at {tmp_path / 'no-store'} (no such directory)"
+    assert (
+        fails(capsys, EXIT_NO_STORE, "materialize", tmp_path / "no-store", out)
+        == f"no store at {tmp_path / 'no-store'} (no such directory)"
+    )
     (tmp_path / "empty").mkdir()
-    assert fails(capsys, EXIT_NO_STORE, "materialize", tmp_path / "empty", out) == \
-        f"no store at {tmp_path / 'empty'} (no MANIFEST)"
+    assert (
+        fails(capsys, EXIT_NO_STORE, "materialize", tmp_path / "empty", out)
+        == f"no store at {tmp_path / 'empty'} (no MANIFEST)"
+    )
     (tmp_path / "a-file").write_bytes(b"x")
-    assert fails(capsys, EXIT_NO_STORE, "materialize", tmp_path / "a-file", out) == \
-        f"{tmp_path / 'a-file'} is not a directory"
+    assert (
+        fails(capsys, EXIT_NO_STORE, "materialize", tmp_path / "a-file", out)
+        == f"{tmp_path / 'a-file'} is not a directory"
+    )
     assert not out.exists()
 
 
@@ -259,35 +295,47 @@ def test_materialize_out_dir_refused(store: Path, tmp_path: Path, capsys: pytest
     a_file.write_bytes(b"x")
     assert fails(capsys, EXIT_USAGE, "materialize", store, a_file) == f"OUT_DIR {a_file} is a file, not a folder"
     assert a_file.read_bytes() == b"x"
-    assert fails(capsys, EXIT_USAGE, "materialize", store, a_file / "out") == \
-        f"OUT_DIR {a_file / 'out'} cannot be created: {a_file} is a file, not a folder"
+    assert (
+        fails(capsys, EXIT_USAGE, "materialize", store, a_file / "out")
+        == f"OUT_DIR {a_file / 'out'} cannot be created: {a_file} is a file, not a folder"
+    )
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "sessions").write_bytes(b"not a folder")
-    assert fails(capsys, EXIT_USAGE, "materialize", store, out) == \
-        f"{out / 'sessions'} is a file; materialize needs sessions/ there to be a folder"
+    assert (
+        fails(capsys, EXIT_USAGE, "materialize", store, out)
+        == f"{out / 'sessions'} is a file; materialize needs sessions/ there to be a folder"
+    )
     assert os.listdir(out) == ["sessions"]
 
     # Never into a store: not STORE_DIR, not inside it, not another store.
-    assert fails(capsys, EXIT_USAGE, "materialize", store, store) == \
-        f"OUT_DIR {store} is the store's folder; write the legacy files to another folder"
-    assert fails(capsys, EXIT_USAGE, "materialize", store, store / "legacy") == \
-        f"OUT_DIR {store / 'legacy'} is inside the store's folder {store}; write the legacy files to a folder " \
+    assert (
+        fails(capsys, EXIT_USAGE, "materialize", store, store)
+        == f"OUT_DIR {store} is the store's folder; write the legacy files to another folder"
+    )
+    assert (
+        fails(capsys, EXIT_USAGE, "materialize", store, store / "legacy")
+        == f"OUT_DIR {store / 'legacy'} is inside the store's folder {store}; write the legacy files to a folder "
         "outside it"
+    )
     other = tmp_path / "other-store"
     with engine.open(other):
         pass
-    assert fails(capsys, EXIT_USAGE, "materialize", store, other) == \
-        f"OUT_DIR {other} holds a store (a MANIFEST); write the legacy files to another folder"
+    assert (
+        fails(capsys, EXIT_USAGE, "materialize", store, other)
+        == f"OUT_DIR {other} holds a store (a MANIFEST); write the legacy files to another folder"
+    )
     assert not (other / "sessions").exists()
     assert tree(store) == before
 
 
 def test_materialize_bad_session_arguments(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert fails(capsys, EXIT_FAILURE, "materialize", store, out, "--session", "current", "--session", "nope") == \
-        f"no session named 'nope' in {store}"
+    assert (
+        fails(capsys, EXIT_FAILURE, "materialize", store, out, "--session", "current", "--session", "nope")
+        == f"no session named 'nope' in {store}"
+    )
     assert not out.exists()  # checked before anything is written
 
     message = fails(capsys, EXIT_USAGE, "materialize", store, out, "--session", "../current")
@@ -296,7 +344,8 @@ def test_materialize_bad_session_arguments(store: Path, tmp_path: Path, capsys: 
 
 
 def test_an_unmaterializable_session_is_reported_and_the_rest_written(
-        store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with engine.open(store) as st:  # a name written without the session layer's check
         SessionCatalog(st).register("../evil", "evil", "2026-11-24T06:40:15.157Z")
     out = tmp_path / "work" / "out"
@@ -315,7 +364,8 @@ def test_an_unmaterializable_session_is_reported_and_the_rest_written(
 
 
 def test_verify_lists_each_mismatching_file_with_its_first_differing_byte(
-        store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     legacy = tmp_path / "legacy"
     code, out, err = run(capsys, "verify", legacy, store)
     assert (code, out, err) == (0, "all files reproduced byte for byte\n", "")
@@ -326,8 +376,10 @@ def test_verify_lists_each_mismatching_file_with_its_first_differing_byte(
     jsonl.write_bytes(bytes(data))
     code, out, err = run(capsys, "verify", legacy, store)
     assert (code, err) == (1, "")
-    assert out == (f"{jsonl}: first difference at byte 500 (legacy file has {len(data)} bytes, materialized "
-                   f"{len(data)})\n1 file differs\n")
+    assert out == (
+        f"{jsonl}: first difference at byte 500 (legacy file has {len(data)} bytes, materialized "
+        f"{len(data)})\n1 file differs\n"
+    )
 
     index = legacy / "sessions" / "mock-effects.index.json"
     full = index.read_bytes()
@@ -336,14 +388,17 @@ def test_verify_lists_each_mismatching_file_with_its_first_differing_byte(
     assert code == 1 and err == ""
     lines = out.splitlines()
     assert lines[-1] == "2 files differ"
-    assert sorted(lines[:-1]) == sorted([
-        f"{jsonl}: first difference at byte 500 (legacy file has {len(data)} bytes, materialized {len(data)})",
-        f"{index}: first difference at byte 1000 (legacy file has 1000 bytes, materialized {len(full)})",
-    ])
+    assert sorted(lines[:-1]) == sorted(
+        [
+            f"{jsonl}: first difference at byte 500 (legacy file has {len(data)} bytes, materialized {len(data)})",
+            f"{index}: first difference at byte 1000 (legacy file has 1000 bytes, materialized {len(full)})",
+        ]
+    )
 
 
 def test_verify_reports_sessions_and_snapshots_missing_from_the_store(
-        store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     legacy = tmp_path / "legacy"
     shutil.copyfile(legacy / "sessions" / "current.jsonl", legacy / "sessions" / "extra.jsonl")
     shutil.copyfile(legacy / "sessions" / "current.index.json", legacy / "sessions" / "extra.index.json")
@@ -356,15 +411,22 @@ def test_verify_reports_sessions_and_snapshots_missing_from_the_store(
 
 
 def test_verify_bad_input(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert fails(capsys, EXIT_USAGE, "verify", tmp_path / "nope", store) == \
-        f"no such folder: {tmp_path / 'nope'} ({EXPECTED})"
-    assert fails(capsys, EXIT_NO_STORE, "verify", tmp_path / "legacy", tmp_path / "no-store") == \
-        f"no store at {tmp_path / 'no-store'} (no such directory)"
+    assert (
+        fails(capsys, EXIT_USAGE, "verify", tmp_path / "nope", store)
+        == f"no such folder: {tmp_path / 'nope'} ({EXPECTED})"
+    )
+    assert (
+        fails(capsys, EXIT_NO_STORE, "verify", tmp_path / "legacy", tmp_path / "no-store")
+        == f"no store at {tmp_path / 'no-store'} (no such directory)"
+    )
     (tmp_path / "no-sessions").mkdir()
-    assert fails(capsys, EXIT_USAGE, "verify", tmp_path / "no-sessions", store) == \
-        f"{tmp_path / 'no-sessions'} has no sessions/ folder ({EXPECTED})"
-    assert "looks like the sessions/ folder itself" in \
-        fails(capsys, EXIT_USAGE, "verify", tmp_path / "legacy" / "sessions", store)
+    assert (
+        fails(capsys, EXIT_USAGE, "verify", tmp_path / "no-sessions", store)
+        == f"{tmp_path / 'no-sessions'} has no sessions/ folder ({EXPECTED})"
+    )
+    assert "looks like the sessions/ folder itself" in fails(
+        capsys, EXIT_USAGE, "verify", tmp_path / "legacy" / "sessions", store
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,8 +474,9 @@ def test_no_bar_off_a_terminal_or_for_a_quick_run() -> None:
     assert tty.getvalue() == ""
 
 
-def test_every_command_draws_its_bar_to_the_end(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_command_draws_its_bar_to_the_end(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     screens: dict[str, Tty] = {}
 
     def bar(total: int, label: str) -> Progress:
@@ -433,8 +496,17 @@ def test_every_command_draws_its_bar_to_the_end(store: Path, tmp_path: Path, cap
 # Usage and --help
 
 
-@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["import", "only-one"], ["materialize"],
-                                  ["verify", "a", "b", "c"], ["materialize", "s", "o", "--session"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["import", "only-one"],
+        ["materialize"],
+        ["verify", "a", "b", "c"],
+        ["materialize", "s", "o", "--session"],
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == EXIT_USAGE
     out, err = capsys.readouterr()
@@ -442,11 +514,17 @@ def test_usage_errors_exit_2_with_one_line(argv: list[str], capsys: pytest.Captu
     assert one_line_error(err).endswith("--help')")
 
 
-@pytest.mark.parametrize("command, positionals", [
-    ("import", ["LEGACY_DIR", "STORE_DIR"]), ("materialize", ["STORE_DIR", "OUT_DIR"]),
-    ("verify", ["LEGACY_DIR", "STORE_DIR"])])
-def test_help_describes_each_argument_and_the_exit_statuses(command: str, positionals: list[str],
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "command, positionals",
+    [
+        ("import", ["LEGACY_DIR", "STORE_DIR"]),
+        ("materialize", ["STORE_DIR", "OUT_DIR"]),
+        ("verify", ["LEGACY_DIR", "STORE_DIR"]),
+    ],
+)
+def test_help_describes_each_argument_and_the_exit_statuses(
+    command: str, positionals: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([command, "--help"]) == EXIT_OK
     text = capsys.readouterr().out
     for name in positionals:
@@ -472,8 +550,14 @@ def test_python_dash_m_compat_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
     def compat(*argv: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "compat", *map(str, argv)], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "compat", *map(str, argv)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
 
     p = compat("import", legacy, store)
     assert (p.returncode, p.stdout, p.stderr) == (0, "5 imported\n", "")
@@ -501,7 +585,12 @@ def test_a_failed_session_is_one_line_in_a_real_run(tmp_path: Path) -> None:
     (legacy / "sessions" / "bad.jsonl").write_bytes(b"x")
     shutil.copyfile(CH01 / "sessions" / "current.index.json", legacy / "sessions" / "bad.index.json")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run([sys.executable, "-m", "compat", "import", str(legacy), str(store)], capture_output=True,
-                       text=True, env=env, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "compat", "import", str(legacy), str(store)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert (p.returncode, p.stdout) == (1, "1 failed, 4 imported\n")
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("compat: error: session 'bad' not imported: ")

@@ -21,12 +21,16 @@ from engine.session.catalog import SessionCatalog
 
 CH01 = SAMPLES / "ch01-getting-started" / "sessions"
 MOCK = SAMPLES / "mock-effects" / "sessions"
-pytestmark = pytest.mark.skipif(not (CH01 / "current.jsonl").exists() or not (MOCK / "mock-effects.jsonl").exists(),
-                                reason=f"legacy samples are not under {SAMPLES}")
+pytestmark = pytest.mark.skipif(
+    not (CH01 / "current.jsonl").exists() or not (MOCK / "mock-effects.jsonl").exists(),
+    reason=f"legacy samples are not under {SAMPLES}",
+)
 
 # JSON.stringify({...}, null, 2) of a snapshot, as the legacy REPL wrote it.
-SNAPSHOT = (b'{\n  "defs": [\n    "(define x 10)"\n  ],\n  "debugMode": false,\n  "stepCount": 3,\n'
-            b'  "traceLength": 0,\n  "breakpoints": [],\n  "nextBreakpointId": 1,\n  "recordingEnabled": true\n}')
+SNAPSHOT = (
+    b'{\n  "defs": [\n    "(define x 10)"\n  ],\n  "debugMode": false,\n  "stepCount": 3,\n'
+    b'  "traceLength": 0,\n  "breakpoints": [],\n  "nextBreakpointId": 1,\n  "recordingEnabled": true\n}'
+)
 
 
 def legacy_copy(root: Path, *sessions: tuple[Path, str], snapshot: bool = False) -> Path:
@@ -49,8 +53,12 @@ def run_import(store: Path, legacy: Path) -> dict[str, ImportResult]:
 def store_state(store: Path) -> tuple[Any, ...]:
     with engine.open(store, readonly=True) as st:
         stats = st.stats()
-        return (tuple((s.name, s.events, s.bytes, s.blobs) for s in st.streams()), stats.segments,
-                stats.bytes_on_disk, stats.events)
+        return (
+            tuple((s.name, s.events, s.bytes, s.blobs) for s in st.streams()),
+            stats.segments,
+            stats.bytes_on_disk,
+            stats.events,
+        )
 
 
 def visible_names(store: Path) -> list[str]:
@@ -77,13 +85,23 @@ def materialized(store: Path, name: str, out: Path) -> tuple[bytes, bytes]:
 
 
 def test_second_import_changes_nothing(tmp_path: Path) -> None:
-    legacy = legacy_copy(tmp_path / "legacy", (CH01, "current"), (CH01, "saved-ch01-getting-started"),
-                         (CH01, "forked-ch01-getting-started"), (MOCK, "mock-effects"), snapshot=True)
+    legacy = legacy_copy(
+        tmp_path / "legacy",
+        (CH01, "current"),
+        (CH01, "saved-ch01-getting-started"),
+        (CH01, "forked-ch01-getting-started"),
+        (MOCK, "mock-effects"),
+        snapshot=True,
+    )
     store = tmp_path / "store"
     first = run_import(store, legacy)
     assert {n: r.status for n, r in first.items()} == {
-        "current": "imported", "saved-ch01-getting-started": "imported", "forked-ch01-getting-started": "imported",
-        "mock-effects": "imported", "repl-main.json": "imported"}
+        "current": "imported",
+        "saved-ch01-getting-started": "imported",
+        "forked-ch01-getting-started": "imported",
+        "mock-effects": "imported",
+        "repl-main.json": "imported",
+    }
     before = store_state(store)
     second = run_import(store, legacy)
     assert {r.status for r in second.values()} == {"unchanged"}
@@ -97,8 +115,10 @@ def test_changed_legacy_file_is_reimported_as_replaced(tmp_path: Path) -> None:
     run_import(store, legacy)
     jsonl = legacy / "sessions" / "current.jsonl"
     index = legacy / "sessions" / "current.index.json"
-    new_jsonl = jsonl.read_bytes() + b'{"seq":12,"ts":1795502436300,"type":"input","code":"(+ 1 1)"}\n' \
-                                     b'{"seq":13,"ts":1795502436301,"type":"result","value":"2"}\n'
+    new_jsonl = (
+        jsonl.read_bytes() + b'{"seq":12,"ts":1795502436300,"type":"input","code":"(+ 1 1)"}\n'
+        b'{"seq":13,"ts":1795502436301,"type":"result","value":"2"}\n'
+    )
     new_index = index.read_bytes().replace(b'"eventCount": 12,', b'"eventCount": 14,')
     jsonl.write_bytes(new_jsonl)
     index.write_bytes(new_index)
@@ -205,29 +225,48 @@ MALFORMED: dict[str, tuple[Any, Any, str, int | None]] = {
     "truncated-last-line": (lambda: _join(_lines())[:-20], lambda: CUR_INDEX, ".jsonl", 13),
     "invalid-json-line": (lambda: _edit_line(5, lambda b: b[:-1] + b","), lambda: CUR_INDEX, ".jsonl", 5),
     "blank-line": (lambda: _edit_line(7, lambda b: b""), lambda: CUR_INDEX, ".jsonl", 7),
-    "not-utf8": (lambda: _edit_line(3, lambda b: b.replace(b"greeting", b"gr\xffeting")), lambda: CUR_INDEX,
-                 ".jsonl", 3),
+    "not-utf8": (
+        lambda: _edit_line(3, lambda b: b.replace(b"greeting", b"gr\xffeting")),
+        lambda: CUR_INDEX,
+        ".jsonl",
+        3,
+    ),
     "seq-gap": (lambda: _join([ln for i, ln in enumerate(_lines()) if i != 4]), lambda: CUR_INDEX, ".jsonl", 5),
     "bad-header": (lambda: _edit_line(1, lambda b: b'{"type":"input","seq":0}'), lambda: CUR_INDEX, ".jsonl", 1),
     "header-not-first": (lambda: _join(_lines()[1:]), lambda: CUR_INDEX, ".jsonl", 1),
     "empty-jsonl": (lambda: b"", lambda: CUR_INDEX, ".jsonl", 1),
     "event-not-an-object": (lambda: _edit_line(4, lambda b: b"[1,2]"), lambda: CUR_INDEX, ".jsonl", 4),
-    "checkpoint-without-stateId": (lambda: _edit_line(5, lambda b: _drop_key(b, "stateId")), lambda: CUR_INDEX,
-                                   ".jsonl", 5),
-    "checkpoint-without-reason": (lambda: _edit_line(9, lambda b: _drop_key(b, "reason")), lambda: CUR_INDEX,
-                                  ".jsonl", 9),
-    "llm_resp-without-receiptKey": (lambda: _join([_drop_key(ln, "receiptKey") if i == 18 else ln
-                                                   for i, ln in enumerate(_lines(MOCK / "mock-effects.jsonl"))]),
-                                    lambda: (MOCK / "mock-effects.index.json").read_bytes(), ".jsonl", 19),
+    "checkpoint-without-stateId": (
+        lambda: _edit_line(5, lambda b: _drop_key(b, "stateId")),
+        lambda: CUR_INDEX,
+        ".jsonl",
+        5,
+    ),
+    "checkpoint-without-reason": (
+        lambda: _edit_line(9, lambda b: _drop_key(b, "reason")),
+        lambda: CUR_INDEX,
+        ".jsonl",
+        9,
+    ),
+    "llm_resp-without-receiptKey": (
+        lambda: _join(
+            [_drop_key(ln, "receiptKey") if i == 18 else ln for i, ln in enumerate(_lines(MOCK / "mock-effects.jsonl"))]
+        ),
+        lambda: (MOCK / "mock-effects.index.json").read_bytes(),
+        ".jsonl",
+        19,
+    ),
     "missing-index": (lambda: _join(_lines()), None, ".index.json", None),
     "index-without-jsonl": (None, lambda: CUR_INDEX, ".index.json", None),
     "index-invalid-json": (lambda: _join(_lines()), lambda: CUR_INDEX[:-40], ".index.json", None),
     "index-not-an-index": (lambda: _join(_lines()), lambda: b"[]", ".index.json", None),
-    "index-lacks-a-state": (lambda: _join(_lines()), lambda: _index_without("states", "state-7"), ".index.json",
-                            None),
-    "index-lacks-a-receipt": (lambda: MOCK_JSONL,
-                              lambda: _index_without("receipts", RECEIPT_KEY, MOCK / "mock-effects.index.json"),
-                              ".index.json", None),
+    "index-lacks-a-state": (lambda: _join(_lines()), lambda: _index_without("states", "state-7"), ".index.json", None),
+    "index-lacks-a-receipt": (
+        lambda: MOCK_JSONL,
+        lambda: _index_without("receipts", RECEIPT_KEY, MOCK / "mock-effects.index.json"),
+        ".index.json",
+        None,
+    ),
 }
 
 
@@ -295,8 +334,9 @@ def test_files_the_legacy_writer_would_not_write_still_round_trip(tmp_path: Path
 
 def test_snapshots_are_imported_and_materialized_byte_for_byte(tmp_path: Path) -> None:
     legacy = legacy_copy(tmp_path / "legacy", (CH01, "current"), snapshot=True)
-    other = (b'{\n  "defs": [],\n  "debugMode": true,\n  "debugCode": "(f \\u0001 \xe2\x80\xa8)",\n'
-             b'  "stepCount": 1e+21\n}')
+    other = (
+        b'{\n  "defs": [],\n  "debugMode": true,\n  "debugCode": "(f \\u0001 \xe2\x80\xa8)",\n  "stepCount": 1e+21\n}'
+    )
     (legacy / "repl-other session.json").write_bytes(other)
     store, out = tmp_path / "store", tmp_path / "out"
     results = run_import(store, legacy)
@@ -335,11 +375,19 @@ def test_a_malformed_snapshot_is_reported_and_the_rest_imports(tmp_path: Path) -
 def test_file_names_that_give_unsafe_session_names_are_refused(tmp_path: Path) -> None:
     legacy = legacy_copy(tmp_path / "legacy", (CH01, "current"))
     sessions = legacy / "sessions"
-    bad = {"...jsonl": "..", "..jsonl": ".", ".jsonl": "", "a\\b.jsonl": "a\\b", "x\x01y.jsonl": "x\x01y",
-           "...index.json": "..", ".index.json": ""}
+    bad = {
+        "...jsonl": "..",
+        "..jsonl": ".",
+        ".jsonl": "",
+        "a\\b.jsonl": "a\\b",
+        "x\x01y.jsonl": "x\x01y",
+        "...index.json": "..",
+        ".index.json": "",
+    }
     for fname in bad:
-        shutil.copyfile(CH01 / ("current.index.json" if fname.endswith(".index.json") else "current.jsonl"),
-                        sessions / fname)
+        shutil.copyfile(
+            CH01 / ("current.index.json" if fname.endswith(".index.json") else "current.jsonl"), sessions / fname
+        )
     for fname in ("repl-...json", "repl-.json", "repl-a\\b.json"):
         (legacy / fname).write_bytes(SNAPSHOT)
     store, out = tmp_path / "work" / "store", tmp_path / "work" / "out"

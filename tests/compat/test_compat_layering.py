@@ -29,8 +29,22 @@ COMPAT = REPO / "compat"
 T0 = 1795502415160
 
 #: Store methods only the session layer calls.
-STORE_METHODS = {"put_blob", "get_blob", "has_blob", "blob_keys", "append", "append_batch", "drop_stream",
-                 "create_stream", "next_seq", "has_stream", "scan", "read_range", "stream_info", "streams"}
+STORE_METHODS = {
+    "put_blob",
+    "get_blob",
+    "has_blob",
+    "blob_keys",
+    "append",
+    "append_batch",
+    "drop_stream",
+    "create_stream",
+    "next_seq",
+    "has_stream",
+    "scan",
+    "read_range",
+    "stream_info",
+    "streams",
+}
 
 
 def _tree(path: Path) -> ast.Module:
@@ -83,8 +97,13 @@ def test_compat_replaces_files_only_with_fileio_atomic_write() -> None:
     for path in sorted(COMPAT.glob("*.py")):
         tree = _tree(path)
         for line, owner, attr in _calls(tree):
-            assert (owner, attr) not in {("os", "rename"), ("os", "replace"), ("os", "fsync"), ("shutil", "copyfile"),
-                                         ("shutil", "move")}, f"compat/{path.name}:{line} calls {owner}.{attr}()"
+            assert (owner, attr) not in {
+                ("os", "rename"),
+                ("os", "replace"),
+                ("os", "fsync"),
+                ("shutil", "copyfile"),
+                ("shutil", "move"),
+            }, f"compat/{path.name}:{line} calls {owner}.{attr}()"
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert node.module != "engine.log.segment", f"compat/{path.name}:{node.lineno} imports from segment"
@@ -156,7 +175,8 @@ def test_a_failing_write_leaves_the_materialized_files_as_they_were(tmp_path: Pa
 
 # -------------------------------------------------------------------------------------- names
 def test_every_name_compat_puts_in_a_path_is_checked_by_check_name(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[object] = []
     real = engine.log.catalog.check_name
 
@@ -183,9 +203,12 @@ def test_every_name_compat_puts_in_a_path_is_checked_by_check_name(
     assert calls == ["bad\x01name"]
 
 
-@pytest.mark.parametrize("make, expected", [
-    (snapshot_file, "repl-s.json"),
-    (sidecar_file, os.path.join(".seglog", "s.json")),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (snapshot_file, "repl-s.json"),
+        (sidecar_file, os.path.join(".seglog", "s.json")),
+    ],
+)
 def test_paths_lie_in_their_folder(tmp_path: Path, make: Any, expected: str) -> None:
     assert make(str(tmp_path), "s") == os.path.join(str(tmp_path), expected)

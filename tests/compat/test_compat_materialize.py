@@ -46,8 +46,16 @@ def record(store: Path, name: str, rounds: range, *, pad: int = 0, create: bool 
             s.step(0, code, ts=t)
             s.checkpoint(0, "llm_boundary", {**state, "i": i, "10": [i, 1e21]}, ts=t + 1)
             s.llm_req(1, "mock", f"prompt {i} \U0001f600", f"key-{i % 3}", ts=t + 2)
-            s.llm_resp(1, f"answer {i}", i, f"key-{i % 3}", request={"i": i}, response={"c": -0.0},
-                       tokens={"n": i} if i % 2 else None, ts=t + 3)
+            s.llm_resp(
+                1,
+                f"answer {i}",
+                i,
+                f"key-{i % 3}",
+                request={"i": i},
+                response={"c": -0.0},
+                tokens={"n": i} if i % 2 else None,
+                ts=t + 3,
+            )
             s.result(f"v{i}", ts=t + 4)
             state["entries"] = [*state["entries"], [i, {"tag": "Num", "v": i * 0.1}]]  # type: ignore[list-item]
             s.checkpoint(0, "manual", state, ts=t + 5)
@@ -89,8 +97,9 @@ def test_writes_the_two_files_and_an_empty_receipts_folder(tmp_path: Path) -> No
     assert index.startswith(b'{\n  "sessionId": "a",\n  "eventCount": 14,\n') and not index.endswith(b"\n")
 
 
-def test_materialize_selection_writes_only_the_named_sessions(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_materialize_selection_writes_only_the_named_sessions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store, out = tmp_path / "store", tmp_path / "out"
     for name in ("a", "b", "c"):
         record(store, name, range(1))
@@ -134,7 +143,8 @@ def _stamp(p: Path) -> tuple[int, int]:
 
 
 def test_materialize_twice_leaves_unchanged_sessions_alone_and_appends_to_grown_ones(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store, out, fresh = tmp_path / "store", tmp_path / "out", tmp_path / "fresh"
     for name in ("a", "b", "c"):
         record(store, name, range(3))
@@ -156,8 +166,10 @@ def test_materialize_twice_leaves_unchanged_sessions_alone_and_appends_to_grown_
     mat(store, "b", fresh)
     new_b, new_index = files(fresh, "b")
     grew = len(new_b) - len(old_b) + len(new_index)
-    assert capsys.readouterr().out == \
-        f"3 sessions (1 appended, 2 unchanged), 0 snapshots; {grew:,} bytes written to {out}\n"
+    assert (
+        capsys.readouterr().out
+        == f"3 sessions (1 appended, 2 unchanged), 0 snapshots; {grew:,} bytes written to {out}\n"
+    )
     for name in ("a.jsonl", "a.index.json", "c.jsonl", "c.index.json"):
         assert _stamp(sessions / name) == before[name], name
     assert (sessions / "b.jsonl").stat().st_ino == before["b.jsonl"][0]  # appended in place
@@ -183,7 +195,7 @@ def test_an_interrupted_append_is_completed_in_place(tmp_path: Path) -> None:
     mat(store, "s", fresh)
     new = files(fresh, "s")[0]
     with jsonl.open("ab") as f:
-        f.write(new[len(old): (len(old) + len(new)) // 2])  # cut inside a line
+        f.write(new[len(old) : (len(old) + len(new)) // 2])  # cut inside a line
     m = mat(store, "s", out)
     assert (m.status, m.incremental) == ("appended", True)
     assert jsonl.stat().st_ino == ino and files(out, "s") == files(fresh, "s")
@@ -226,8 +238,14 @@ def _same_size_other_content(p: Path) -> None:
     p.write_bytes(data.replace(b'"type":"input"', b'"type":"INPUT"', 1))
 
 
-TAMPER = {"flip-middle-byte": _flip_middle, "truncate-half": _truncate_half, "drop-last-line": _drop_last_line,
-          "append-junk": _append_junk, "same-size-edit": _same_size_other_content, "delete": Path.unlink}
+TAMPER = {
+    "flip-middle-byte": _flip_middle,
+    "truncate-half": _truncate_half,
+    "drop-last-line": _drop_last_line,
+    "append-junk": _append_junk,
+    "same-size-edit": _same_size_other_content,
+    "delete": Path.unlink,
+}
 
 
 @pytest.mark.parametrize("grow", [False, True], ids=["same-events", "more-events"])
@@ -274,7 +292,8 @@ def test_reimported_session_with_the_same_header_is_not_appended_to_stale_bytes(
     assert v1_jsonl.count(b'"value":"echo"') == 1
     v2_jsonl = v1_jsonl.replace(b'"value":"echo"', b'"value":"ECHO"') + (
         b'{"seq":12,"ts":1795502436300,"type":"input","code":"(+ 1 1)"}\n'
-        b'{"seq":13,"ts":1795502436301,"type":"result","value":"2"}\n')
+        b'{"seq":13,"ts":1795502436301,"type":"result","value":"2"}\n'
+    )
     assert v1_index.count(b'"eventCount": 12,') == 1
     v2_index = v1_index.replace(b'"eventCount": 12,', b'"eventCount": 14,')
 
@@ -347,7 +366,8 @@ def test_concurrent_writers_of_one_out_dir_take_turns(tmp_path: Path) -> None:
         while not stop.is_set():
             j, i = _read_if_there(sessions / "s.jsonl"), _read_if_there(sessions / "s.index.json")
             if (j is not None and not _whole_or_growing(j, versions["A"][0], versions["B"][0])) or (
-                    i is not None and i not in indexes):
+                i is not None and i not in indexes
+            ):
                 errors.append(AssertionError("a reader saw a partial file"))
                 return
 
@@ -368,8 +388,20 @@ def test_concurrent_writers_of_one_out_dir_take_turns(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Names that would leave the target directory
 
-BAD_NAMES = ["a/b", "a\\b", "..", ".", "/abs", "/tmp/abs", "a\x00b", "", "../escape", "x/../../y", "sub/..",
-             "line\nbreak"]
+BAD_NAMES = [
+    "a/b",
+    "a\\b",
+    "..",
+    ".",
+    "/abs",
+    "/tmp/abs",
+    "a\x00b",
+    "",
+    "../escape",
+    "x/../../y",
+    "sub/..",
+    "line\nbreak",
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
@@ -387,8 +419,9 @@ def test_bad_names_are_refused_by_session_files_and_materialize(name: str, tmp_p
 
 
 @pytest.mark.parametrize("name", ["../evil", "/tmp/evil-abs", "a\\b", "..", "x\x00y"], ids=repr)
-def test_a_stored_session_with_a_bad_name_is_not_written_anywhere(name: str, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_stored_session_with_a_bad_name_is_not_written_anywhere(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store, work = tmp_path / "store", tmp_path / "work"
     out = work / "out"
     work.mkdir()
@@ -435,8 +468,9 @@ def _read_if_there(p: Path) -> bytes | None:
         return None
 
 
-def test_killed_materialize_leaves_whole_files_or_an_append_in_progress(tmp_path: Path, crash_rng: random.Random,
-                                                             crash_seed: int, kill_factor: int) -> None:
+def test_killed_materialize_leaves_whole_files_or_an_append_in_progress(
+    tmp_path: Path, crash_rng: random.Random, crash_seed: int, kill_factor: int
+) -> None:
     store_a, store_b = tmp_path / "a", tmp_path / "b"
     record_bulk(store_a, "big", range(10000))
     shutil.copytree(store_a, store_b)
@@ -451,11 +485,14 @@ def test_killed_materialize_leaves_whole_files_or_an_append_in_progress(tmp_path
 
     out = tmp_path / "out"
     sessions = out / "sessions"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for kill in range(5 * kill_factor):
-        proc = subprocess.Popen([sys.executable, str(WORKER), str(out), "big", str(store_a), str(store_b)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, str(WORKER), str(out), "big", str(store_a), str(store_b)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
@@ -463,8 +500,9 @@ def test_killed_materialize_leaves_whole_files_or_an_append_in_progress(tmp_path
             deadline = time.monotonic() + crash_rng.uniform(0.0, 0.4)
             while time.monotonic() < deadline:  # a reader meanwhile sees complete files only
                 j, i = _read_if_there(sessions / "big.jsonl"), _read_if_there(sessions / "big.index.json")
-                assert j is not None and _whole_or_growing(j, old, new), \
+                assert j is not None and _whole_or_growing(j, old, new), (
                     f"seed {crash_seed}, kill {kill}: reader saw a partial .jsonl"
+                )
                 assert i in indexes, f"seed {crash_seed}, kill {kill}: reader saw a partial index"
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
@@ -477,8 +515,9 @@ def test_killed_materialize_leaves_whole_files_or_an_append_in_progress(tmp_path
                     f.close()
         assert proc.returncode == -signal.SIGKILL
         j, i = (sessions / "big.jsonl").read_bytes(), (sessions / "big.index.json").read_bytes()
-        assert _whole_or_growing(j, old, new), \
+        assert _whole_or_growing(j, old, new), (
             f"seed {crash_seed}, kill {kill}: .jsonl is neither version nor on its way ({len(j)} bytes)"
+        )
         assert i in indexes, f"seed {crash_seed}, kill {kill}: index is neither version ({len(i)} bytes)"
         assert visible(sessions) == ["big.index.json", "big.jsonl"], os.listdir(sessions)
 

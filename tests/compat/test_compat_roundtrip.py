@@ -184,9 +184,12 @@ def run_legacy_writer(tmp: Path, jobs: dict[str, list[tuple[Any, ...]]]) -> dict
     script = tmp / "legacy_writer.js"
     script.write_text(LEGACY_WRITER)
     dirs = {job: tmp / "legacy" / job for job in jobs}
-    doc = {"jobs": [{"dir": str(dirs[job]),
-                     "ops": [[op[0], op[1], *(wire(a) for a in op[2:])] for op in ops]}
-                    for job, ops in jobs.items()]}
+    doc = {
+        "jobs": [
+            {"dir": str(dirs[job]), "ops": [[op[0], op[1], *(wire(a) for a in op[2:])] for op in ops]}
+            for job, ops in jobs.items()
+        ]
+    }
     proc = subprocess.run([NODE, str(script)], input=json.dumps(doc).encode(), capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr.decode()
     return dirs
@@ -228,8 +231,17 @@ def record_natively(store_dir: Path, ops: list[tuple[Any, ...]]) -> list[tuple[A
                 s.llm_req(a[1], a[2], a[3], a[4], ts=a[0])
             elif kind == "llm_resp":
                 ts, d, value, tokens, duration, key, request, response, timestamp = a
-                s.llm_resp(d, value, duration, key, request=request, response=response,
-                           timestamp=opt(timestamp), tokens=opt(tokens), ts=ts)
+                s.llm_resp(
+                    d,
+                    value,
+                    duration,
+                    key,
+                    request=request,
+                    response=response,
+                    timestamp=opt(timestamp),
+                    tokens=opt(tokens),
+                    ts=ts,
+                )
             elif kind == "effect":
                 s.effect(a[1], a[2], a[3], ts=a[0])
             elif kind == "resume":
@@ -260,8 +272,16 @@ ODD = "".join(map(chr, range(0x20))) + '"\\/\x7f\u2028\u2029 café \ud800 x\udff
 def weird_numbers(native: bool) -> dict[str, Any]:
     big = 1.2345678901234568e20 if native else 123456789012345678901
     return {
-        "z": 1, "10": 1e21, "2": 1e-7, "01": big, "4294967294": -0.0, "4294967295": 3.5e-7,
-        "-1": 1.7976931348623157e308, "1.5": 0.30000000000000004, "0": "zero", " 3": 1e-6,
+        "z": 1,
+        "10": 1e21,
+        "2": 1e-7,
+        "01": big,
+        "4294967294": -0.0,
+        "4294967295": 3.5e-7,
+        "-1": 1.7976931348623157e308,
+        "1.5": 0.30000000000000004,
+        "0": "zero",
+        " 3": 1e-6,
         "arr": [0.000001, 1e16, 10**16, 2**53 + 1, 5e-324, float("nan"), float("inf"), -float("inf"), -0.0, 1e300 * 10],
         "nested": {"9": {"b": 2, "1": 1}, "a": [], "o": {}, "t": True, "f": False, "n": None},
     }
@@ -298,8 +318,17 @@ def ops_numbers(native: bool) -> Ops:
     o.step(T0 + 1, 0 if native else -0.0, "(+ 1 2)")
     o.checkpoint(T0 + 2, 0, "manual", weird_numbers(native))
     o.llm_req(T0 + 3, 1, "mock", "p", "k1")
-    o.llm_resp(T0 + 4, 1, "v", tokens, 0 if native else 1e-7, "k1", {"10": 1, "2": 2, "op": "infer"},
-               {"content": 1e21, "1": [1e-7]}, 2**53 if native else 123456789012345678901)
+    o.llm_resp(
+        T0 + 4,
+        1,
+        "v",
+        tokens,
+        0 if native else 1e-7,
+        "k1",
+        {"10": 1, "2": 2, "op": "infer"},
+        {"content": 1e21, "1": [1e-7]},
+        2**53 if native else 123456789012345678901,
+    )
     o.result(T0 + 5, "3")
     o.checkpoint(T0 + 6, 0, "periodic", {"x": [3.5e-7, 123.456, -1e-7, 1e21, 1e22]})
     return o
@@ -311,8 +340,9 @@ def ops_strings(native: bool) -> Ops:
     o.checkpoint(T0 + 2, 0, "llm_boundary", {"s": ODD, ODD: "key", "\u2028": ["\ud83d", "\ude00"]})
     o.effect(T0 + 3, 1, "infer.op", EMOJI_CUT)
     o.llm_req(T0 + 4, 1, "mock-llm", EMOJI_CUT, "key \u2028 é")
-    o.llm_resp(T0 + 5, 1, "b" * 150 + ODD * 3, ABSENT, 3, "key \u2028 é", {"prompt": ODD},
-               {"content": EMOJI_CUT}, ABSENT)
+    o.llm_resp(
+        T0 + 5, 1, "b" * 150 + ODD * 3, ABSENT, 3, "key \u2028 é", {"prompt": ODD}, {"content": EMOJI_CUT}, ABSENT
+    )
     o.checkpoint(T0 + 6, 1, "effect", {"s": "\ud83d"})
     o.resume(T0 + 7, 1, EMOJI_CUT)
     o.error(T0 + 8, 0, "bad \ud800 " + ODD, STACK + ODD)
@@ -326,13 +356,23 @@ def ops_receipts(native: bool) -> Ops:
     o = Ops().create("receipts", "receipts")
     o.input(T0, "(effect infer.op 1)")
     t = T0
-    for i, (key, tokens) in enumerate([("k", {"in": 3, "out": 4}), ("42", ABSENT), ("7", 12),
-                                       ("k", ABSENT), ("42", {"in": 1e-7})]):
+    for i, (key, tokens) in enumerate(
+        [("k", {"in": 3, "out": 4}), ("42", ABSENT), ("7", 12), ("k", ABSENT), ("42", {"in": 1e-7})]
+    ):
         t += 10
         o.checkpoint(t, 0, "llm_boundary", {"i": i, "prev": list(range(i))})
         o.llm_req(t + 1, 1, "mock", f"prompt {i}", key)
-        o.llm_resp(t + 2, 1, f"answer {i}", tokens, i, key, {"n": i, "10": "x", "1": "y"},
-                   {"content": f"answer {i}"}, t + 3 if i % 2 else ABSENT)
+        o.llm_resp(
+            t + 2,
+            1,
+            f"answer {i}",
+            tokens,
+            i,
+            key,
+            {"n": i, "10": "x", "1": "y"},
+            {"content": f"answer {i}"},
+            t + 3 if i % 2 else ABSENT,
+        )
         o.resume(t + 4, 1, f"answer {i}")
     o.result(t + 20, '"done"').error(t + 21, 0, "no stack", ABSENT).error(t + 22, 0, "with stack", STACK)
     return o
@@ -379,16 +419,45 @@ def ops_fork(native: bool) -> Ops:
     return o
 
 
-SCENARIOS = {"numbers": ops_numbers, "strings": ops_strings, "receipts": ops_receipts, "tail": ops_tail,
-             "names": ops_names, "fork": ops_fork}
+SCENARIOS = {
+    "numbers": ops_numbers,
+    "strings": ops_strings,
+    "receipts": ops_receipts,
+    "tail": ops_tail,
+    "names": ops_names,
+    "fork": ops_fork,
+}
 
 
 SNAPSHOTS = [
-    ("snapshot", "main", {"defs": ["(define x 1)", ODD], "debugMode": False, "debugCode": "(x)", "stepCount": 3,
-                          "traceLength": 0, "breakpoints": [{"id": 1, "line": 2.5}], "nextBreakpointId": 2,
-                          "recordingEnabled": True}),
-    ("snapshot", "other", {"defs": [], "debugMode": True, "debugCode": ABSENT, "stepCount": 1e21,
-                           "traceLength": -0.0, "breakpoints": [], "nextBreakpointId": 1, "recordingEnabled": False}),
+    (
+        "snapshot",
+        "main",
+        {
+            "defs": ["(define x 1)", ODD],
+            "debugMode": False,
+            "debugCode": "(x)",
+            "stepCount": 3,
+            "traceLength": 0,
+            "breakpoints": [{"id": 1, "line": 2.5}],
+            "nextBreakpointId": 2,
+            "recordingEnabled": True,
+        },
+    ),
+    (
+        "snapshot",
+        "other",
+        {
+            "defs": [],
+            "debugMode": True,
+            "debugCode": ABSENT,
+            "stepCount": 1e21,
+            "traceLength": -0.0,
+            "breakpoints": [],
+            "nextBreakpointId": 1,
+            "recordingEnabled": False,
+        },
+    ),
 ]
 
 
@@ -412,8 +481,11 @@ def materialize_all(store_dir: Path, out: Path) -> list[Any]:
 
 def legacy_files(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` by relative path (the sidecar folder ``.seglog`` aside)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and ".seglog" not in p.relative_to(root).parts}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".seglog" not in p.relative_to(root).parts
+    }
 
 
 def assert_same_tree(expected: Path, actual: Path) -> None:
@@ -440,8 +512,9 @@ def verify_problems(store_dir: Path, legacy: Path) -> list[str]:
 
 @pytest.mark.skipif(not SAMPLE_DIRS, reason=f"no legacy samples under {SAMPLES}")
 @pytest.mark.parametrize("sample", SAMPLE_DIRS, ids=lambda p: p.name)
-def test_every_sample_file_round_trips_byte_for_byte(sample: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_sample_file_round_trips_byte_for_byte(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store, out = tmp_path / "store", tmp_path / "out"
     results = import_dir(store, sample)
     names = sorted(p.name[: -len(".jsonl")] for p in (sample / "sessions").glob("*.jsonl"))
@@ -515,8 +588,21 @@ def test_legacy_writer_model_matches_a_sample(tmp_path: Path) -> None:
             ops.append((t, n, e["ts"], e["d"], e["model"], e["promptPreview"], e["receiptKey"]))
         elif t == "llm_resp":
             r = index["receipts"][e["receiptKey"]]
-            ops.append((t, n, e["ts"], e["d"], e["valuePreview"], e.get("tokens", ABSENT), e["durationMs"],
-                        e["receiptKey"], r["request"], r["response"], r["timestamp"]))
+            ops.append(
+                (
+                    t,
+                    n,
+                    e["ts"],
+                    e["d"],
+                    e["valuePreview"],
+                    e.get("tokens", ABSENT),
+                    e["durationMs"],
+                    e["receiptKey"],
+                    r["request"],
+                    r["response"],
+                    r["timestamp"],
+                )
+            )
         elif t == "effect":
             ops.append((t, n, e["ts"], e["d"], e["op"], e["argsPreview"]))
         elif t == "resume":
@@ -534,12 +620,34 @@ def test_scenarios_cover_the_edge_cases() -> None:
     """The synthetic scenarios contain what they claim (so the round trips below can fail)."""
     ops = [op for build in SCENARIOS.values() for op in build(False)]
     flat = repr(ops)
-    for needle in ("1e+21", "1e-07", "123456789012345678901", "-0.0", "'4294967294'", "\\u2028", "\\ud800",
-                   "\\x00", "\\x1f", "ABSENT"):
+    for needle in (
+        "1e+21",
+        "1e-07",
+        "123456789012345678901",
+        "-0.0",
+        "'4294967294'",
+        "\\u2028",
+        "\\ud800",
+        "\\x00",
+        "\\x1f",
+        "ABSENT",
+    ):
         assert needle in flat, needle
     kinds = {op[0] for op in ops}
-    assert kinds >= {"create", "fork", "save", "input", "step", "checkpoint", "llm_req", "llm_resp", "effect",
-                     "resume", "result", "error"}
+    assert kinds >= {
+        "create",
+        "fork",
+        "save",
+        "input",
+        "step",
+        "checkpoint",
+        "llm_req",
+        "llm_resp",
+        "effect",
+        "resume",
+        "result",
+        "error",
+    }
 
 
 @pytest.mark.parametrize("scenario", [*SCENARIOS, "snapshots"])
@@ -561,7 +669,8 @@ def test_synthetic_files_have_the_shapes_the_spec_describes(synthetic: dict[str,
     """Spot checks of the oracle's output against the spec's wording (empty session, tail, numbers)."""
     s = synthetic["names"] / "sessions"
     assert (s / "empty.index.json").read_bytes() == (
-        b'{\n  "sessionId": "empty",\n  "eventCount": 0,\n  "checkpoints": [],\n  "states": {},\n  "receipts": {}\n}')
+        b'{\n  "sessionId": "empty",\n  "eventCount": 0,\n  "checkpoints": [],\n  "states": {},\n  "receipts": {}\n}'
+    )
     assert (s / "empty.jsonl").read_bytes().count(b"\n") == 1
     idx = json.loads((s / "empty-renamed.index.json").read_text())
     assert idx["sessionId"] == "other-id"
@@ -576,7 +685,7 @@ def test_synthetic_files_have_the_shapes_the_spec_describes(synthetic: dict[str,
     assert '"01": 123456789012345680000' in idx_text
     assert idx_text.index('"0": "zero"') < idx_text.index('"2": 1e-7') < idx_text.index('"10": 1e+21')
     text = (synthetic["strings"] / "sessions" / "strings.jsonl").read_text()
-    assert "\\ud800" in text and "\\u001f" in text and "\u2028" in text and "\\ud83d\"" in text
+    assert "\\ud800" in text and "\\u001f" in text and "\u2028" in text and '\\ud83d"' in text
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,7 +708,8 @@ def native(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Pa
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_native_session_materializes_as_the_legacy_writer_writes(
-        scenario: str, native: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    scenario: str, native: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
     store, expected = native[scenario]
     out = tmp_path / "out"
     done = materialize_all(store, out)
@@ -658,8 +768,7 @@ def test_imported_session_continued_natively_materializes_incrementally(tmp_path
         s.input(part2[0][3], ts=part2[0][2])
         s.checkpoint(0, "manual", part2[1][5], ts=part2[1][2])
         s.llm_req(1, "m", EMOJI_CUT, "key \u2028 é", ts=part2[2][2])
-        s.llm_resp(1, "again", 7, "key \u2028 é", request={"q": 2}, response={"r": 2}, tokens={"t": 1},
-                   ts=part2[3][2])
+        s.llm_resp(1, "again", 7, "key \u2028 é", request={"q": 2}, response={"r": 2}, tokens={"t": 1}, ts=part2[3][2])
         s.result("ok", ts=part2[4][2])
         s.input("(dangling)", ts=part2[5][2])
     finally:

@@ -372,7 +372,6 @@ def _wire(v: Any) -> Any:
     return node_wire.wire(v, UNDEFINED)
 
 
-
 class Oracle:
     def __init__(self) -> None:
         assert NODE is not None

@@ -178,8 +178,9 @@ class ViewError(AssertionError):
     pass
 
 
-def check_view(store: Any, seen: dict[str, tuple[int, int, dict[str, int]]] | None = None,
-               prefix: str = "") -> dict[str, tuple[int, int, dict[str, int]]]:
+def check_view(
+    store: Any, seen: dict[str, tuple[int, int, dict[str, int]]] | None = None, prefix: str = ""
+) -> dict[str, tuple[int, int, dict[str, int]]]:
     """Check that what ``store`` shows of the plan's streams (those named
     ``prefix...``) is prefix-consistent: each stream's events are 0..n-1 of one
     incarnation with the right values, and each blob is a value that
@@ -194,8 +195,9 @@ def check_view(store: Any, seen: dict[str, tuple[int, int, dict[str, int]]] | No
         values = store.read_range(name)
         n = len(values)
         if n != info.events or n != store.next_seq(name):
-            raise ViewError(f"{name!r}: a scan gave {n} events, streams() says {info.events}, "
-                            f"next_seq {store.next_seq(name)}")
+            raise ViewError(
+                f"{name!r}: a scan gave {n} events, streams() says {info.events}, next_seq {store.next_seq(name)}"
+            )
         inc = values[0]["i"] if values else None
         for q, v in enumerate(values):
             if not isinstance(v, dict) or v.get("i") != inc or v != event_value(name, inc, q):
@@ -221,8 +223,10 @@ def check_view(store: Any, seen: dict[str, tuple[int, int, dict[str, int]]] | No
                     raise ViewError(f"{name!r} (incarnation {inc}) went back from {old_n} events to {n}")
                 for key, version in old_blobs.items():
                     if blobs.get(key, -1) < version:
-                        raise ViewError(f"{name!r} (incarnation {inc}): blob {key!r} went back from version "
-                                        f"{version} to {blobs.get(key)}")
+                        raise ViewError(
+                            f"{name!r} (incarnation {inc}): blob {key!r} went back from version "
+                            f"{version} to {blobs.get(key)}"
+                        )
     return view
 
 
@@ -390,8 +394,12 @@ def job_write(job: dict[str, Any]) -> int:
     churn = bool(job.get("churn", True))
     if job.get("crash"):  # armed before the open: a pause inside open() itself
         arm(job["crash"], acks)
-    store = engine.open(job["path"], durability="process", segment_bytes=job.get("segment_bytes", 4096),
-                        flush_interval=job.get("flush_interval", 0.05))
+    store = engine.open(
+        job["path"],
+        durability="process",
+        segment_bytes=job.get("segment_bytes", 4096),
+        flush_interval=job.get("flush_interval", 0.05),
+    )
     want = {name: m.n for name, m in state_after(seed, prefix, start, churn).items()}
     have = {s.name: s.events for s in store.streams() if s.name.startswith(prefix)}
     if have != want:
@@ -546,7 +554,7 @@ def serve() -> None:
     def answer(obj: dict[str, Any]) -> None:
         data = (json.dumps(obj) + "\n").encode()
         while data:
-            data = data[os.write(1, data):]
+            data = data[os.write(1, data) :]
 
     answer({"ready": os.getpid()})
     buf = b""
@@ -588,8 +596,12 @@ class Zygote:
 
         self.workdir = workdir
         self._err = open(os.path.join(workdir, "zygote.err"), "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._err)
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+        )
         self._mu = threading.Lock()
         self._ids = 0
         self._answers: dict[int, Any] = {}

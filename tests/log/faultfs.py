@@ -146,8 +146,14 @@ class FaultFS:
     chosen call.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, hook: Callable[[str, int], None] | None = None,
-                 after_cut: str = "raise", real_sync: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        hook: Callable[[str, int], None] | None = None,
+        after_cut: str = "raise",
+        real_sync: bool = True,
+    ) -> None:
         if after_cut not in ("raise", "block"):
             raise ValueError(f"after_cut must be 'raise' or 'block', not {after_cut!r}")
         self.root = os.path.abspath(os.fspath(root))
@@ -222,8 +228,9 @@ class FaultFS:
             else:
                 yield full, node
 
-    def _restore(self, d: _Dir, path: str, now: dict[int, bytes], tear: bool, rng: random.Random,
-                 garbage: bool) -> None:
+    def _restore(
+        self, d: _Dir, path: str, now: dict[int, bytes], tear: bool, rng: random.Random, garbage: bool
+    ) -> None:
         if not d.loaded:  # never looked into: nothing changed through fileio
             return
         for name in sorted(set(d.current) | set(d.durable)):
@@ -242,7 +249,7 @@ class FaultFS:
                 try:
                     view = memoryview(data)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                 finally:
                     os.close(fd)
 

@@ -175,8 +175,9 @@ def main(cfg: dict[str, Any]) -> None:
     cut_lock = threading.Lock()
     fs = FaultFS(cfg["root"], hook=hook, after_cut="block", real_sync=cfg.get("real_sync", True))
     fs.install()
-    store = engine.open(cfg["path"], durability=cfg["mode"], segment_bytes=cfg["segment_bytes"],
-                        flush_interval=cfg["flush_interval"])
+    store = engine.open(
+        cfg["path"], durability=cfg["mode"], segment_bytes=cfg["segment_bytes"], flush_interval=cfg["flush_interval"]
+    )
     opening[0] = False
     plans = []
     for name, k in zip(streams, cfg["start"], strict=True):

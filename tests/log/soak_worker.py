@@ -71,8 +71,12 @@ class Writer:
 
         self.packb = msgpack.packb
         self.rng = random.Random(cfg["seed"])
-        self.store = engine.open(cfg["path"], durability="process", segment_bytes=cfg["segment_bytes"],
-                                 flush_interval=cfg.get("flush_interval", 0.2))
+        self.store = engine.open(
+            cfg["path"],
+            durability="process",
+            segment_bytes=cfg["segment_bytes"],
+            flush_interval=cfg.get("flush_interval", 0.2),
+        )
         #: name -> {"gen", "events", "records" (events per record), "blobs", "bytes" (estimate)}
         self.model: dict[str, dict[str, Any]] = {}
         self.gens: dict[str, int] = {}
@@ -90,8 +94,14 @@ class Writer:
         rng = self.rng
         q = len(m["events"]) + offset
         if kind == "input":
-            text = "(" + " ".join(rng.choice(["define", "let", "+", "car", "x", "lambda", "1", "2"])
-                                  for _ in range(rng.randint(2, 30))) + ")"
+            text = (
+                "("
+                + " ".join(
+                    rng.choice(["define", "let", "+", "car", "x", "lambda", "1", "2"])
+                    for _ in range(rng.randint(2, 30))
+                )
+                + ")"
+            )
         elif kind == "step":
             text = f"eval {rng.randrange(10**6)} " + "." * rng.randint(0, 200)
         else:
@@ -132,8 +142,13 @@ class Writer:
             self.sessions += 1
             name = f"session-{self.sessions}"
         gen = self.gens[name] = self.gens.get(name, -1) + 1
-        m = self.model[name] = {"gen": gen, "events": [], "records": [], "blobs": {},
-                                "bytes": RECORD_HEADER + len(name)}
+        m = self.model[name] = {
+            "gen": gen,
+            "events": [],
+            "records": [],
+            "blobs": {},
+            "bytes": RECORD_HEADER + len(name),
+        }
         self.live_bytes += m["bytes"]
         self.written += m["bytes"]
         self.append(name, [self.event(m, name, "input")])
@@ -186,8 +201,10 @@ def write(cfg: dict[str, Any]) -> None:
         w.store.close()
     except BaseException:
         fail("writer died:\n" + traceback.format_exc())
-    model = {"ops": w.ops, "streams": {name: {k: m[k] for k in ("gen", "events", "records", "blobs")}
-                                       for name, m in w.model.items()}}
+    model = {
+        "ops": w.ops,
+        "streams": {name: {k: m[k] for k in ("gen", "events", "records", "blobs")} for name, m in w.model.items()},
+    }
     tmp = cfg["model"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(model, f)
@@ -230,8 +247,10 @@ def check_view(store: Any, seen: dict[str, tuple[int, int, int]]) -> int:
             if gen < old[0]:
                 raise AssertionError(f"{name!r}: generation {gen} after {old[0]}")
             if gen == old[0] and (len(values) < old[1] or newest < old[2]):
-                raise AssertionError(f"{name!r} (generation {gen}) went back: {len(values)} events and blob "
-                                     f"version {newest} after {old[1]} and {old[2]}")
+                raise AssertionError(
+                    f"{name!r} (generation {gen}) went back: {len(values)} events and blob "
+                    f"version {newest} after {old[1]} and {old[2]}"
+                )
         seen[name] = (gen, len(values), newest)
     return read
 

@@ -137,9 +137,14 @@ def test_an_error_fails_its_own_operation_only(path: pathlib.Path) -> None:
     async def main() -> None:
         async with engine.aio.open(path, durability="power") as s:
             results = await asyncio.gather(
-                s.append("a", 1), s.append("a", object()), s.append("a", 2),
-                s.append("b" * 70_000, 3), s.drop_stream("nope"), s.append("a", 4),
-                return_exceptions=True)
+                s.append("a", 1),
+                s.append("a", object()),
+                s.append("a", 2),
+                s.append("b" * 70_000, 3),
+                s.drop_stream("nope"),
+                s.append("a", 4),
+                return_exceptions=True,
+            )
             assert results[0] == 0 and results[2] == 1 and results[5] == 2
             assert isinstance(results[1], EncodeError)
             assert isinstance(results[3], InvalidNameError)
@@ -262,7 +267,8 @@ def test_a_cancelled_append_not_yet_handed_over_is_never_written(path: pathlib.P
 
 
 def test_a_cancelled_append_already_handed_over_is_written_whole(
-        path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slow = SlowFsync(monkeypatch)
 
     async def main() -> None:
@@ -291,12 +297,15 @@ def test_random_cancellations_lose_nothing_acknowledged(path: pathlib.Path) -> N
 
     async def main() -> None:
         async with engine.aio.open(path, durability="power") as s:
+
             async def writer(t: int) -> None:
                 for i in range(1_000_000):
                     attempted.add((t, i))
                     if i % 3 == 0:  # a batch: stored whole or not at all
-                        await s.append_batch(f"s{t % 4}", [{"t": t, "i": i, "k": "head", "pad": "x" * (i % 200)},
-                                                           {"t": t, "i": i, "k": "tail"}])
+                        await s.append_batch(
+                            f"s{t % 4}",
+                            [{"t": t, "i": i, "k": "head", "pad": "x" * (i % 200)}, {"t": t, "i": i, "k": "tail"}],
+                        )
                     else:
                         await s.append(f"s{t % 4}", {"t": t, "i": i, "k": "one"})
                     acknowledged.add((t, i))
@@ -415,7 +424,8 @@ def test_an_open_cancelled_midway_releases_the_store(path: pathlib.Path) -> None
 
 # ----------------------------------------------------------------- a failed fsync
 def test_a_failed_fsync_fails_its_whole_group_and_every_later_write(
-        path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slow = SlowFsync(monkeypatch)
     real = fileio.fdatasync
     failing = threading.Event()
@@ -467,8 +477,13 @@ def test_another_event_loop_is_refused(path: pathlib.Path) -> None:
             with pytest.raises(SeglogError, match="event loop"):
                 await call()
 
-        for call in (lambda: s.append("a", 2), lambda: s.get("a", 0), lambda: s.sync(), lambda: s.close(),
-                     lambda: s.scan("a").__anext__()):
+        for call in (
+            lambda: s.append("a", 2),
+            lambda: s.get("a", 0),
+            lambda: s.sync(),
+            lambda: s.close(),
+            lambda: s.scan("a").__anext__(),
+        ):
             asyncio.run(elsewhere(call))
 
         def in_a_thread() -> None:  # a loop in another thread: refused as well

@@ -35,7 +35,7 @@ def one_line_error(err: str) -> str:
     """The single ``seglog: error: ...`` line of a failed run, without its prefix."""
     assert err.endswith("\n") and err.count("\n") == 1, err
     assert err.startswith("seglog: error: ") and "Traceback" not in err, err
-    return err[len("seglog: error: "):-1]
+    return err[len("seglog: error: ") : -1]
 
 
 def make_store(path: Path) -> Path:
@@ -74,8 +74,9 @@ def dump_lines(out: str) -> list[str]:
 
 
 @pytest.mark.parametrize("with_compactor", [True, False])
-def test_stat(store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-              with_compactor: bool) -> None:
+def test_stat(
+    store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, with_compactor: bool
+) -> None:
     if not with_compactor:
         monkeypatch.setattr(cli, "_compactor", lambda: None)
     elif cli._compactor() is None:
@@ -101,8 +102,12 @@ def test_stat(store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pyte
     assert garbage.reclaimable_bytes > 0  # the dropped stream, the overwritten blob
     for g in garbage.segments:
         if g.sealed:
-            assert re.search(rf"^\s*{g.segment_id}\s+{g.size:,}\s+sealed\s+{g.live_bytes:,}\s+{g.garbage_bytes:,}"
-                             rf"\s+{100 * g.ratio:.1f}%$", out, re.M), out
+            assert re.search(
+                rf"^\s*{g.segment_id}\s+{g.size:,}\s+sealed\s+{g.live_bytes:,}\s+{g.garbage_bytes:,}"
+                rf"\s+{100 * g.ratio:.1f}%$",
+                out,
+                re.M,
+            ), out
     assert f"\nreclaimable      {garbage.reclaimable_bytes:,} bytes" in out
     assert "last compaction  never\n" in out
 
@@ -284,8 +289,11 @@ def test_compact_one_pass_then_stat_shows_it(store: Path, capsys: pytest.Capture
         pytest.skip("this seglog has no compactor")
     code, out, err = run(capsys, "compact", store, "--garbage-ratio", "0.01", "--max-rate", "100")
     assert (code, err) == (0, "")
-    m = re.fullmatch(r"segments ([\d, ]+) -> ([\d, ]+): ([\d,]+) -> ([\d,]+) bytes \(([\d,]+) reclaimed, -\d+%\), "
-                     r"[\d,]+ -> [\d,]+ records, [\d.]+ s\n", out)
+    m = re.fullmatch(
+        r"segments ([\d, ]+) -> ([\d, ]+): ([\d,]+) -> ([\d,]+) bytes \(([\d,]+) reclaimed, -\d+%\), "
+        r"[\d,]+ -> [\d,]+ records, [\d.]+ s\n",
+        out,
+    )
     assert m, out
     assert int(m[5].replace(",", "")) > 0
     with engine.open(store, readonly=True) as st:
@@ -300,18 +308,21 @@ def test_compact_one_pass_then_stat_shows_it(store: Path, capsys: pytest.Capture
 
 
 def test_compact_options_are_checked(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for argv, message in ((["--garbage-ratio", "1.5"], "must be more than 0 and at most 1, not 1.5"),
-                          (["--garbage-ratio", "0"], "must be a positive number, not 0"),
-                          (["--interval", "-1"], "must be a positive number, not -1"),
-                          (["--segment-bytes", "0"], "must be a positive integer, not 0"),
-                          (["--max-rate", "fast"], "not a number: 'fast'")):
+    for argv, message in (
+        (["--garbage-ratio", "1.5"], "must be more than 0 and at most 1, not 1.5"),
+        (["--garbage-ratio", "0"], "must be a positive number, not 0"),
+        (["--interval", "-1"], "must be a positive number, not -1"),
+        (["--segment-bytes", "0"], "must be a positive integer, not 0"),
+        (["--max-rate", "fast"], "not a number: 'fast'"),
+    ):
         code, out, err = run(capsys, "compact", store, *argv)
         assert (code, out) == (2, "")
         assert message in one_line_error(err)
 
 
-def test_compact_when_no_compactor(store: Path, capsys: pytest.CaptureFixture[str],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compact_when_no_compactor(
+    store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cli, "_compact_function", lambda: None)
     code, out, err = run(capsys, "compact", store)
     assert (code, out) == (1, "")
@@ -322,8 +333,9 @@ def test_compact_when_no_compactor(store: Path, capsys: pytest.CaptureFixture[st
 # no store, usage
 
 
-@pytest.mark.parametrize("command", [["stat"], ["streams"], ["dump", "--stream", "s0"], ["verify"],
-                                     ["backup", "{tmp}/dest"], ["compact"]])
+@pytest.mark.parametrize(
+    "command", [["stat"], ["streams"], ["dump", "--stream", "s0"], ["verify"], ["backup", "{tmp}/dest"], ["compact"]]
+)
 def test_no_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
     name, *rest = command
     rest = [a.format(tmp=tmp_path) for a in rest]
@@ -397,8 +409,13 @@ def test_compact_watch_ends_cleanly_on_sigterm(store: Path) -> None:
     if cli._compact_function() is None:
         pytest.skip("this seglog has no compactor")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(engine_cmd("compact", store, "--watch", "--interval", "0.2", "--garbage-ratio", "0.01"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        engine_cmd("compact", store, "--watch", "--interval", "0.2", "--garbage-ratio", "0.01"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -426,8 +443,9 @@ def test_compact_everything_and_segment_bytes(store: Path, capsys: pytest.Captur
     assert len(segment_ids(store)) == 2, "every sealed segment merged into one of 64 KiB at most, plus the active"
 
 
-def test_compact_watch_goes_on_after_a_failed_pass(store: Path, capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compact_watch_goes_on_after_a_failed_pass(
+    store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = []
 
     def flaky(path: object, **options: object) -> object:

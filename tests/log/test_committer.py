@@ -98,6 +98,7 @@ def test_every_wait_returns_after_an_fsync_covered_it(fake_log: FakeLog, threads
 def test_writers_that_come_and_go_are_never_stranded(fake_log: FakeLog) -> None:
     """Threads that wait once and leave, mixed with steady writers: groups sized for
     writers that have gone must time out and sync, never hang."""
+
     def burst() -> None:
         log_errors = run_writers(fake_log, 6, 1)
         assert log_errors == []
@@ -121,7 +122,8 @@ def test_mark_synced_releases_covered_writers(fake_log: FakeLog) -> None:
 
 
 def test_a_failed_fsync_is_not_retried_and_reaches_every_later_writer(
-        fake_log: FakeLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_log: FakeLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[int] = []
     real = os.fdatasync
 
@@ -207,7 +209,8 @@ def test_store_refuses_writes_after_a_failed_write(path: pathlib.Path, monkeypat
 
 
 def test_a_failed_fsync_when_sealing_a_segment_fails_the_store(
-        path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     values = [os.urandom(1000).hex() for _ in range(11)]  # incompressible
     with engine.open(path, durability="process", segment_bytes=4096) as s:
         s.append("s", values[0])
@@ -245,8 +248,9 @@ def test_close_reports_a_failed_fsync(path: pathlib.Path, monkeypatch: pytest.Mo
         assert again.read_range("s") == [1]
 
 
-def test_a_writer_waiting_when_a_write_fails_is_not_acknowledged(path: pathlib.Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_writer_waiting_when_a_write_fails_is_not_acknowledged(
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A writer whose record was in the buffer a failed write dropped, still waiting
     for its fsync: a later fsync (that succeeds) must not acknowledge it."""
     with engine.open(path, durability="power") as s:

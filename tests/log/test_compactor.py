@@ -56,14 +56,16 @@ ops = st.lists(
         st.tuples(st.just("drop"), st.integers(0, 5), st.just(0)),
         st.tuples(st.just("compact"), st.integers(0, 1), st.just(0)),
     ),
-    min_size=10, max_size=120,
+    min_size=10,
+    max_size=120,
 )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=ops)
-def test_compaction_keeps_exactly_what_the_model_has(tmp_path_factory: pytest.TempPathFactory,
-                                                       plan: list[tuple[str, int, int]]) -> None:
+def test_compaction_keeps_exactly_what_the_model_has(
+    tmp_path_factory: pytest.TempPathFactory, plan: list[tuple[str, int, int]]
+) -> None:
     path = tmp_path_factory.mktemp("c") / "s"
     events: dict[str, list[Any]] = {}
     blobs: dict[str, dict[str, Any]] = {}

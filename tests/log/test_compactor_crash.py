@@ -79,6 +79,7 @@ def build_store(path: Path) -> Model:
     blobs: dict[str, dict[str, Any]] = {}
     inc: dict[str, int] = {}
     with engine.open(path, segment_bytes=SEG) as store:
+
         def append(name: str, n: int) -> None:
             evs = events.setdefault(name, [])
             blobs.setdefault(name, {})
@@ -131,8 +132,9 @@ def check_model(store: engine.Store, model: Model, ctx: str, prefix: str = "") -
         got = store.read_range(name)
         if got != evs:
             bad = next((q for q, (a, b) in enumerate(zip(got, evs, strict=False)) if a != b), min(len(got), len(evs)))
-            raise AssertionError(f"{ctx}: stream {name!r} has {len(got)} events, the model {len(evs)}; "
-                                 f"first difference at seq {bad}")
+            raise AssertionError(
+                f"{ctx}: stream {name!r} has {len(got)} events, the model {len(evs)}; first difference at seq {bad}"
+            )
         for q in range(0, len(evs), 17):
             assert store.get(name, q) == evs[q], f"{ctx}: get({name!r}, {q})"
         assert store.blob_keys(name) == sorted(model.blobs[name]), f"{ctx}: blob keys of {name!r}"
@@ -146,8 +148,9 @@ def plan_streams(store: engine.Store, seed: int, prefix: str, k: int, ctx: str, 
     have = {s.name for s in store.streams() if s.name.startswith(prefix)}
     assert have == set(want), f"{ctx}: plan streams {sorted(have)}, after {k} ops the plan has {sorted(want)}"
     for name, m in want.items():
-        assert store.read_range(name) == [cw.event_value(name, m.inc, q) for q in range(m.n)], \
+        assert store.read_range(name) == [cw.event_value(name, m.inc, q) for q in range(m.n)], (
             f"{ctx}: events of {name!r} (incarnation {m.inc}) after {k} ops"
+        )
         assert store.blob_keys(name) == sorted(m.blobs), f"{ctx}: blob keys of {name!r}"
         for key, version in m.blobs.items():
             assert store.get_blob(name, key) == cw.blob_value(name, m.inc, key, version), f"{ctx}: {name!r}/{key}"
@@ -170,8 +173,10 @@ def find_k(store: engine.Store, seed: int, prefix: str, lo: int, hi: int, ctx: s
                 tried.append(str(exc))
                 continue
             return k
-    raise AssertionError(f"{ctx}: the plan's streams {have} match no state after k ops, k in [{lo}, {hi}]"
-                         + (f"; closest: {tried[-1]}" if tried else ""))
+    raise AssertionError(
+        f"{ctx}: the plan's streams {have} match no state after k ops, k in [{lo}, {hi}]"
+        + (f"; closest: {tried[-1]}" if tried else "")
+    )
 
 
 # ------------------------------------------------------------------ the files
@@ -196,8 +201,9 @@ def assert_tidy(path: Path, ctx: str) -> None:
     tmp = sorted(n for n in names if n.endswith(".tmp"))
     assert not tmp, f"{ctx}: temp files left: {tmp}"
     files = {n for n in names if n.endswith(FILE_SUFFIXES)}
-    assert files == listed(path), (f"{ctx}: orphans {sorted(files - listed(path))}, "
-                                   f"missing {sorted(listed(path) - files)}")
+    assert files == listed(path), (
+        f"{ctx}: orphans {sorted(files - listed(path))}, missing {sorted(listed(path) - files)}"
+    )
     other = names - files - CONTROL
     assert not other, f"{ctx}: unexpected files {sorted(other)}"
 
@@ -270,8 +276,9 @@ def copy_store(template: Template, where: Path) -> Path:
     return where / "store"
 
 
-def check_after_kill(path: Path, template: Template, ctx: str, final_bytes: Callable[[int], None] | None = None
-                     ) -> None:
+def check_after_kill(
+    path: Path, template: Template, ctx: str, final_bytes: Callable[[int], None] | None = None
+) -> None:
     """Reopen (writable), compare with the model; one more pass; tidy, space
     reclaimed, and what is on disk replays to the same model."""
     with engine.open(path, segment_bytes=SEG) as store:
@@ -282,7 +289,8 @@ def check_after_kill(path: Path, template: Template, ctx: str, final_bytes: Call
     if final_bytes is None:
         assert after <= template.before - template.dead, (
             f"{ctx}: {after} bytes of segments after one more pass; before compaction {template.before}, "
-            f"of which {template.dead} dead (an uninterrupted pass leaves {template.after})")
+            f"of which {template.dead} dead (an uninterrupted pass leaves {template.after})"
+        )
     else:
         final_bytes(after)
     with engine.open(path, readonly=True) as store:
@@ -382,15 +390,26 @@ def step_kind(step: str) -> str:
 
 
 #: The named steps every sweep must kill at, before and after.
-NAMED_STEPS = {"MANIFEST reservation (write)", "MANIFEST reservation (fsync)", "MANIFEST reservation (rename)",
-               "output (pwrite)", "output (fsync)", "output (rename)", "sealed index of output (write)",
-               "sealed index of output (rename)", "outputs' directory entries (fsync)", "MANIFEST commit (write)",
-               "MANIFEST commit (fsync)", "MANIFEST commit (rename)", "deleting the inputs (unlink)",
-               "deleting the inputs (fsync)", "state file (rename)"}
+NAMED_STEPS = {
+    "MANIFEST reservation (write)",
+    "MANIFEST reservation (fsync)",
+    "MANIFEST reservation (rename)",
+    "output (pwrite)",
+    "output (fsync)",
+    "output (rename)",
+    "sealed index of output (write)",
+    "sealed index of output (rename)",
+    "outputs' directory entries (fsync)",
+    "MANIFEST commit (write)",
+    "MANIFEST commit (fsync)",
+    "MANIFEST commit (rename)",
+    "deleting the inputs (unlink)",
+    "deleting the inputs (fsync)",
+    "state file (rename)",
+}
 
 
-def test_sigkill_at_every_step_of_a_pass(tmp_path: Path, zygote: cw.Zygote, template: Template,
-                                         long_run: bool) -> None:
+def test_sigkill_at_every_step_of_a_pass(tmp_path: Path, zygote: cw.Zygote, template: Template, long_run: bool) -> None:
     points = crash_points(template.trace, template.trace_dir, every_write=long_run)
     kinds = Counter(step_kind(p.step) for p in points)
     assert set(kinds) >= NAMED_STEPS, f"steps missing from the pass: {NAMED_STEPS - set(kinds)}"
@@ -423,8 +442,9 @@ def test_sigkill_at_every_step_of_a_pass(tmp_path: Path, zygote: cw.Zygote, temp
     assert {"reserved", "output_tmp", "output_in_place", "input_left", "manifest_tmp"} <= set(left), left
 
 
-def test_a_pass_killed_after_its_commit_leaves_no_orphans_for_the_next_pass(tmp_path: Path, zygote: cw.Zygote,
-                                                                              template: Template) -> None:
+def test_a_pass_killed_after_its_commit_leaves_no_orphans_for_the_next_pass(
+    tmp_path: Path, zygote: cw.Zygote, template: Template
+) -> None:
     """A pass killed between the commit of a run and the deletion of its inputs,
     on a store no writer holds: the next pass (no writable open in between)
     must not leave the inputs behind for ever (it removes what no MANIFEST
@@ -453,14 +473,26 @@ WRITER_POINTS = [
 
 
 @pytest.mark.parametrize("point", WRITER_POINTS, ids=[p[4].replace(" ", "-") for p in WRITER_POINTS])
-def test_sigkill_of_a_pass_beside_a_writer_process(tmp_path: Path, zygote: cw.Zygote, template: Template,
-                                                   point: tuple[str, str, int, str, str]) -> None:
+def test_sigkill_of_a_pass_beside_a_writer_process(
+    tmp_path: Path, zygote: cw.Zygote, template: Template, point: tuple[str, str, int, str, str]
+) -> None:
     call, match, nth, when, step = point
     seed = 7
     ctx = f"SIGKILL {when} {call} #{nth} of {match} ({step}) beside a writer"
     path = copy_store(template, tmp_path / "case")
-    writer = zygote.start({"role": "write", "path": str(path), "seed": seed, "prefix": "w", "start": 0,
-                           "churn": False, "segment_bytes": SEG, "pace": 0.003, "flush_interval": 0.05})
+    writer = zygote.start(
+        {
+            "role": "write",
+            "path": str(path),
+            "seed": seed,
+            "prefix": "w",
+            "start": 0,
+            "churn": False,
+            "segment_bytes": SEG,
+            "pace": 0.003,
+            "flush_interval": 0.05,
+        }
+    )
     try:
         writer.wait_for("A", count=20)
         crash = {"call": call, "match": match, "nth": nth, "when": when}
@@ -514,8 +546,9 @@ OPEN_RACE = [
 
 
 @pytest.mark.parametrize("pause", OPEN_RACE)
-def test_a_writer_opening_during_a_pass(tmp_path: Path, zygote: cw.Zygote, template: Template,
-                                        pause: dict[str, Any]) -> None:
+def test_a_writer_opening_during_a_pass(
+    tmp_path: Path, zygote: cw.Zygote, template: Template, pause: dict[str, Any]
+) -> None:
     """A writer process opens the store while a compactor process is in a pass
     (its ids reserved, its outputs written): the open's leftover removal (under
     MANIFEST.lock) spares the reserved outputs and the pass's MANIFEST.tmp. The
@@ -525,13 +558,30 @@ def test_a_writer_opening_during_a_pass(tmp_path: Path, zygote: cw.Zygote, templ
     seed = 3
     path = copy_store(template, tmp_path / "case")
     go_compactor = tmp_path / "go-compactor"
-    comp = zygote.start({"role": "pass", "path": str(path), "options": PASS,
-                         "crash": dict(pause, when="pause-before", go=str(go_compactor))})
+    comp = zygote.start(
+        {
+            "role": "pass",
+            "path": str(path),
+            "options": PASS,
+            "crash": dict(pause, when="pause-before", go=str(go_compactor)),
+        }
+    )
     writer = None
     try:
         comp.wait_for("PAUSED")
-        writer = zygote.start({"role": "write", "path": str(path), "seed": seed, "prefix": "w", "start": 0,
-                               "churn": False, "segment_bytes": SEG, "pace": 0.003, "flush_interval": 0.05})
+        writer = zygote.start(
+            {
+                "role": "write",
+                "path": str(path),
+                "seed": seed,
+                "prefix": "w",
+                "start": 0,
+                "churn": False,
+                "segment_bytes": SEG,
+                "pace": 0.003,
+                "flush_interval": 0.05,
+            }
+        )
         time.sleep(0.5)  # the writer opens now (or waits for MANIFEST.lock)
         go_compactor.touch()
         status = comp.wait(60)
@@ -578,8 +628,18 @@ class Chain:
         self.compactors = [self.comp]
 
     def start_writer(self, k: int) -> cw.Child:
-        w = self.zygote.start({"role": "write", "path": str(self.path), "seed": self.seed, "prefix": "p",
-                               "start": k, "segment_bytes": SEG, "pace": 0.002, "flush_interval": 0.05})
+        w = self.zygote.start(
+            {
+                "role": "write",
+                "path": str(self.path),
+                "seed": self.seed,
+                "prefix": "p",
+                "start": k,
+                "segment_bytes": SEG,
+                "pace": 0.002,
+                "flush_interval": 0.05,
+            }
+        )
         w.wait_for("R")
         return w
 
@@ -669,8 +729,9 @@ class Chain:
                 c.kill()
 
 
-def test_random_sigkills_of_compactor_and_writer(tmp_path: Path, zygote: cw.Zygote, kill_factor: int,
-                                                 crash_seed: int) -> None:
+def test_random_sigkills_of_compactor_and_writer(
+    tmp_path: Path, zygote: cw.Zygote, kill_factor: int, crash_seed: int
+) -> None:
     kills = KILLS * kill_factor
     stats: Counter[str] = Counter()
     t0 = time.monotonic()
@@ -690,8 +751,10 @@ def test_random_sigkills_of_compactor_and_writer(tmp_path: Path, zygote: cw.Zygo
         for chain in chains:
             chain.close()
             stats.update(chain.stats)
-    print(f"\nrandom kills (seed {crash_seed}, rerun with --crash-seed): {dict(sorted(stats.items()))} "
-          f"in {time.monotonic() - t0:.1f}s")
+    print(
+        f"\nrandom kills (seed {crash_seed}, rerun with --crash-seed): {dict(sorted(stats.items()))} "
+        f"in {time.monotonic() - t0:.1f}s"
+    )
     assert sum(stats[f"killed:{v}"] for v in VICTIMS) == kills
     assert stats["acked_ops"] > 0 and stats["passes"] > 0 and stats["reader_refreshes"] > 0, stats
     assert stats["left:reserved"] > 0, f"no kill landed inside a pass: {stats}"
@@ -703,9 +766,16 @@ POWER_CUTS = 24  # per kill_factor
 
 def power_step(stack: list[str]) -> str:
     """What the pass was doing at a fileio call (its stack, innermost first)."""
-    for marker, step in (("_release_stale_reservations", "releasing reservations"), ("_delete", "deleting inputs"),
-                         ("_save_state", "state file"), ("finish", "finishing outputs"), ("add", "copying"),
-                         ("OutputSegment", "copying"), ("scan", "reading inputs"), ("_load_state", "planning")):
+    for marker, step in (
+        ("_release_stale_reservations", "releasing reservations"),
+        ("_delete", "deleting inputs"),
+        ("_save_state", "state file"),
+        ("finish", "finishing outputs"),
+        ("add", "copying"),
+        ("OutputSegment", "copying"),
+        ("scan", "reading inputs"),
+        ("_load_state", "planning"),
+    ):
         if marker in stack:
             return step
     if "save" in stack and "_rewrite" in stack:
@@ -715,8 +785,9 @@ def power_step(stack: list[str]) -> str:
     return "planning"
 
 
-def test_power_cuts_during_a_pass(tmp_path: Path, zygote: cw.Zygote, template: Template, kill_factor: int,
-                                  crash_seed: int) -> None:
+def test_power_cuts_during_a_pass(
+    tmp_path: Path, zygote: cw.Zygote, template: Template, kill_factor: int, crash_seed: int
+) -> None:
     """The power is cut before a fileio call of a pass (FaultFS in the
     compactor's process: files as a power loss leaves them, torn and garbage
     tails included); everything durable before the pass must be there and the
@@ -746,11 +817,13 @@ def test_power_cuts_during_a_pass(tmp_path: Path, zygote: cw.Zygote, template: T
         i, n, tear, garbage, cut_seed = cut
         name, stack = calls[n]
         step = power_step(stack)
-        ctx = (f"power cut before call {n} of {total} ({name}, {step}; tear {tear}, garbage {garbage}; "
-               f"seed {crash_seed})")
+        ctx = (
+            f"power cut before call {n} of {total} ({name}, {step}; tear {tear}, garbage {garbage}; seed {crash_seed})"
+        )
         path = copy_store(template, tmp_path / f"cut-{i}")
-        status, child = zygote.run(dict(base, root=str(path.parent), path=str(path), cut_at=n, tear=tear,
-                                        garbage=garbage, cut_seed=cut_seed))
+        status, child = zygote.run(
+            dict(base, root=str(path.parent), path=str(path), cut_at=n, tear=tear, garbage=garbage, cut_seed=cut_seed)
+        )
         assert status == -signal.SIGKILL, f"{ctx}: the worker ended with {status}:\n{child.stderr()}"
         assert any(ln[0] == "CUT" and ln[1] == str(n) for ln in child.lines()), f"{ctx}: {child.lines()}"
         facts = evidence(path)
@@ -765,6 +838,8 @@ def test_power_cuts_during_a_pass(tmp_path: Path, zygote: cw.Zygote, template: T
 
     t0 = time.monotonic()
     run_parallel(cuts, case)
-    print(f"\npower cuts (seed {crash_seed}; {total} fileio calls in a pass): {dict(sorted(stats.items()))} "
-          f"in {time.monotonic() - t0:.1f}s")
+    print(
+        f"\npower cuts (seed {crash_seed}; {total} fileio calls in a pass): {dict(sorted(stats.items()))} "
+        f"in {time.monotonic() - t0:.1f}s"
+    )
     assert stats["cuts"] == POWER_CUTS * kill_factor

@@ -210,8 +210,7 @@ def cut_active(template: Template, store_dir: Path, size: int) -> Path:
     whole = {r.offset for r in template.active_records() if r.end <= size}
     idx = store_dir / template.active.name.replace(".seg", ".idx")
     data = idx.read_bytes()
-    kept = [data[i : i + 32] for i in range(32, len(data), 32)
-            if int.from_bytes(data[i : i + 8], "little") in whole]
+    kept = [data[i : i + 32] for i in range(32, len(data), 32) if int.from_bytes(data[i : i + 8], "little") in whole]
     idx.write_bytes(data[:32] + b"".join(kept))
     return seg
 
@@ -235,8 +234,12 @@ def snapshot(path: Path) -> dict[str, bytes]:
     return {n: (path / n).read_bytes() for n in sorted(os.listdir(path)) if n != "LOCK"}
 
 
-def check_contents(store: engine.Store, seqs: dict[str, int], blobs: dict[tuple[str, str], int],
-                   skip: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset()) -> None:
+def check_contents(
+    store: engine.Store,
+    seqs: dict[str, int],
+    blobs: dict[tuple[str, str], int],
+    skip: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset(),
+) -> None:
     """The store holds exactly these streams, every event equal, these blob versions."""
     assert {i.name for i in store.streams()} == set(seqs)
     for name, n in seqs.items():
@@ -310,8 +313,9 @@ def test_torn_tail_is_left_alone_by_a_readonly_open(template: Template, store_di
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_active_segment_cut_anywhere_keeps_the_whole_records_before_the_cut(template: Template,
-                                                                            data: st.DataObject) -> None:
+def test_active_segment_cut_anywhere_keeps_the_whole_records_before_the_cut(
+    template: Template, data: st.DataObject
+) -> None:
     recs = template.active_records()
     cut = data.draw(st.integers(SEG_HEADER, recs[-1].end - 1), label="cut")
     with tempfile.TemporaryDirectory() as tmp:
@@ -389,8 +393,7 @@ def test_flipped_byte_in_unindexed_tail_fails_open(template: Template, store_dir
 
 
 @pytest.mark.parametrize("field", ["checksum", "stream", "seq", "payload-first", "payload"])
-def test_flipped_byte_in_indexed_active_record_fails_its_reads(template: Template, store_dir: Path,
-                                                                field: str) -> None:
+def test_flipped_byte_in_indexed_active_record_fails_its_reads(template: Template, store_dir: Path, field: str) -> None:
     """With the index covering the damaged record, open does not read it; the
     reads that touch it raise CorruptionError(path, offset), the rest reads
     fine and verify() reports exactly that record."""
@@ -464,8 +467,9 @@ def test_flipped_byte_in_sealed_record(template: Template, store_dir: Path, fiel
 
 
 @pytest.mark.parametrize("where", ["sealed", "active"])
-def test_scan_that_stops_before_a_damaged_record_does_not_touch_it(template: Template, store_dir: Path,
-                                                                   where: str) -> None:
+def test_scan_that_stops_before_a_damaged_record_does_not_touch_it(
+    template: Template, store_dir: Path, where: str
+) -> None:
     """scan(stream, start, stop) with stop at the first seq of a damaged
     record needs none of its bytes and must not fail because of it."""
     r = _mid_sealed_record(template)[1] if where == "sealed" else _mid_active_record(template)
@@ -502,7 +506,8 @@ def test_verify_reports_every_damaged_record(template: Template, store_dir: Path
     with engine.open(store_dir) as store:
         report = store.verify()
     assert sorted((p.path, p.offset) for p in report.problems) == sorted(
-        (str(store_dir / r.segment.name), r.offset) for r in picks)
+        (str(store_dir / r.segment.name), r.offset) for r in picks
+    )
     assert report.records == len(template.records) - 3
     assert not report.ok
 
@@ -564,7 +569,8 @@ def test_huge_length_in_unindexed_tail_fails_open(template: Template, store_dir:
     assert peak < 16 * MiB
     assert os.path.getsize(seg) == size, (
         f"open truncated the active segment from {size} to {os.path.getsize(seg)} bytes, "
-        f"dropping the valid records after offset {r.offset}")
+        f"dropping the valid records after offset {r.offset}"
+    )
     assert isinstance(err, engine.CorruptionError), err
     assert (err.path, err.offset) == (str(seg), r.offset)
 
@@ -589,8 +595,11 @@ def _read_payload(r: Rec) -> bytes:
 def test_huge_uncompressed_size_of_an_lz4_event_is_refused(template: Template, store_dir: Path) -> None:
     """A compressed events record whose u32 size prefix claims ~4 GiB (checksum
     recomputed, so only the size check stands in the way)."""
-    r = next(r for r in template.records
-             if r.segment != template.active and r.rtype == EVENTS and r.flags & FLAG_LZ4 and r.count == 1)
+    r = next(
+        r
+        for r in template.records
+        if r.segment != template.active and r.rtype == EVENTS and r.flags & FLAG_LZ4 and r.count == 1
+    )
     payload = bytearray(_read_payload(r))
     payload[0:4] = struct.pack("<I", HUGE)
     seg = moved(template, store_dir, r.segment)
@@ -610,8 +619,14 @@ def test_huge_uncompressed_size_of_an_lz4_event_is_refused(template: Template, s
 def test_huge_uncompressed_size_of_an_lz4_blob_is_refused(template: Template, store_dir: Path) -> None:
     seqs, blobs = template.expected()
     # The current version of its key, compressed, in a sealed segment.
-    r = next(r for r in template.records if r.rtype == BLOB and r.flags & FLAG_LZ4 and r.segment != template.active
-             and blobs[(template.op_of[r].stream, template.op_of[r].key)] == template.op_of[r].version)
+    r = next(
+        r
+        for r in template.records
+        if r.rtype == BLOB
+        and r.flags & FLAG_LZ4
+        and r.segment != template.active
+        and blobs[(template.op_of[r].stream, template.op_of[r].key)] == template.op_of[r].version
+    )
     op = template.op_of[r]
     payload = bytearray(_read_payload(r))
     (klen,) = struct.unpack_from("<H", payload, 0)
@@ -673,9 +688,21 @@ def _damage_idx(idx: Path, how: str) -> None:
         raise AssertionError(how)
 
 
-IDX_DAMAGE = ["delete", "empty", "short-header", "header-only", "mid-entry-cut", "last-entry-dropped",
-              "flip-header", "flip-mid-entry-offset", "flip-mid-entry-checksum", "flip-last-entry",
-              "garbage-appended", "other-segment-id", "entries-swapped"]
+IDX_DAMAGE = [
+    "delete",
+    "empty",
+    "short-header",
+    "header-only",
+    "mid-entry-cut",
+    "last-entry-dropped",
+    "flip-header",
+    "flip-mid-entry-offset",
+    "flip-mid-entry-checksum",
+    "flip-last-entry",
+    "garbage-appended",
+    "other-segment-id",
+    "entries-swapped",
+]
 
 
 @pytest.mark.parametrize("how", IDX_DAMAGE)
@@ -708,11 +735,17 @@ def _damage_sidx(sidx: Path, how: str, other: Path) -> None:
     elif how == "empty":
         os.truncate(sidx, 0)
     elif how.startswith("cut-"):
-        os.truncate(sidx, {"cut-10": 10, "cut-63": 63, "cut-64": 64, "cut-half": size // 2,
-                           "cut-1": size - 1}[how])
+        os.truncate(sidx, {"cut-10": 10, "cut-63": 63, "cut-64": 64, "cut-half": size // 2, "cut-1": size - 1}[how])
     elif how.startswith("flip-"):
-        pos = {"flip-magic": 0, "flip-data-end": 24, "flip-counts": 36, "flip-checksum": 60,
-               "flip-directory": 70, "flip-column": size // 2, "flip-last": size - 1}[how]
+        pos = {
+            "flip-magic": 0,
+            "flip-data-end": 24,
+            "flip-counts": 36,
+            "flip-checksum": 60,
+            "flip-directory": 70,
+            "flip-column": size // 2,
+            "flip-last": size - 1,
+        }[how]
         flip(sidx, pos)
     elif how == "garbage-appended":
         with open(sidx, "ab") as f:
@@ -723,9 +756,24 @@ def _damage_sidx(sidx: Path, how: str, other: Path) -> None:
         raise AssertionError(how)
 
 
-SIDX_DAMAGE = ["delete", "empty", "cut-10", "cut-63", "cut-64", "cut-half", "cut-1", "flip-magic",
-               "flip-data-end", "flip-counts", "flip-checksum", "flip-directory", "flip-column", "flip-last",
-               "garbage-appended", "other-segments-index"]
+SIDX_DAMAGE = [
+    "delete",
+    "empty",
+    "cut-10",
+    "cut-63",
+    "cut-64",
+    "cut-half",
+    "cut-1",
+    "flip-magic",
+    "flip-data-end",
+    "flip-counts",
+    "flip-checksum",
+    "flip-directory",
+    "flip-column",
+    "flip-last",
+    "garbage-appended",
+    "other-segments-index",
+]
 
 
 @pytest.mark.parametrize("how", SIDX_DAMAGE)
@@ -794,8 +842,7 @@ def test_truncated_manifest(template: Template, store_dir: Path, keep: int) -> N
     _open_fails(store_dir, manifest)
 
 
-@pytest.mark.parametrize("text", ["[]", "[1, 2]", "null", '"MANIFEST"', "42", "{}", '{"checksum": "0"}',
-                                  "\x00" * 64])
+@pytest.mark.parametrize("text", ["[]", "[1, 2]", "null", '"MANIFEST"', "42", "{}", '{"checksum": "0"}', "\x00" * 64])
 def test_manifest_replaced_by_other_content(template: Template, store_dir: Path, text: str) -> None:
     manifest = store_dir / "MANIFEST"
     manifest.write_text(text)

@@ -118,7 +118,9 @@ def spawn(workdir: Path, cfg: dict[str, Any]) -> Child:
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, str(_WORKER_PATH), str(cfg_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     child = Child(proc, ack_path, err_path, time.monotonic())
     _children.append(child)
@@ -157,8 +159,9 @@ def find_k(seed: int, name: str, n_events: int, blobs: dict[str, Any], lo: int, 
         if k > hi or seq > n_events:
             break
         if k >= lo and seq == n_events:
-            expected = {key: (worker.blob_value(name, key, state[key]) if key in state else None)
-                        for key in worker.BLOB_KEYS}
+            expected = {
+                key: (worker.blob_value(name, key, state[key]) if key in state else None) for key in worker.BLOB_KEYS
+            }
             if expected == blobs:
                 return k
             tried.append(f"k={k}: blob versions {state}")
@@ -180,8 +183,16 @@ def find_k(seed: int, name: str, n_events: int, blobs: dict[str, Any], lo: int, 
     raise AssertionError(msg)
 
 
-def check_store(store: engine.Store, seed: int, streams: list[str], k_lo: list[int], k_hi: list[int],
-                ctx: str, rng: random.Random | None = None, compare_from: list[int] | None = None) -> list[int]:
+def check_store(
+    store: engine.Store,
+    seed: int,
+    streams: list[str],
+    k_lo: list[int],
+    k_hi: list[int],
+    ctx: str,
+    rng: random.Random | None = None,
+    compare_from: list[int] | None = None,
+) -> list[int]:
     """Check the events and blobs of the store; return the plan position of each stream.
 
     Every event is read and compared, except that with ``compare_from`` only
@@ -201,12 +212,14 @@ def check_store(store: engine.Store, seed: int, streams: list[str], k_lo: list[i
             assert store.next_seq(name) == n
             first = min(compare_from[si], n) if compare_from else 0
             values = store.read_range(name, first)
-            assert len(values) == n - first, f"{ctx}: scan of {name!r} from {first} gave {len(values)} events, " \
-                                             f"next_seq is {n}"
+            assert len(values) == n - first, (
+                f"{ctx}: scan of {name!r} from {first} gave {len(values)} events, next_seq is {n}"
+            )
             for q, v in enumerate(values, first):
                 if v != worker.event_value(name, q):
-                    raise AssertionError(f"{ctx}: event {q} of {name!r} is {v!r}, "
-                                         f"expected {worker.event_value(name, q)!r}")
+                    raise AssertionError(
+                        f"{ctx}: event {q} of {name!r} is {v!r}, expected {worker.event_value(name, q)!r}"
+                    )
             for q in {*rng.sample(range(n), min(n, 5 if first == 0 else 40)), n - 1} - {-1}:
                 assert store.get(name, q) == worker.event_value(name, q), f"{ctx}: get({name!r}, {q})"
             for key in worker.BLOB_KEYS:
@@ -218,8 +231,10 @@ def check_store(store: engine.Store, seed: int, streams: list[str], k_lo: list[i
         else:
             blobs = dict.fromkeys(worker.BLOB_KEYS)
             if worker.state_after(seed, name, k_lo[si]) != (0, {}):
-                raise AssertionError(f"{ctx}: stream {name!r} is missing (the store has {sorted(infos)}), "
-                                     f"but its first {k_lo[si]} ops were acknowledged")
+                raise AssertionError(
+                    f"{ctx}: stream {name!r} is missing (the store has {sorted(infos)}), "
+                    f"but its first {k_lo[si]} ops were acknowledged"
+                )
         ks.append(find_k(seed, name, n, blobs, k_lo[si], k_hi[si], ctx))
     return ks
 
@@ -237,8 +252,17 @@ def apply_post_ops(store: engine.Store, seed: int, streams: list[str], ks: list[
     return out
 
 
-def recover_and_continue(path: Path, mode: str, seed: int, streams: list[str], k_lo: list[int],
-                         k_hi: list[int], ctx: str, rng: random.Random, segment_bytes: int) -> list[int]:
+def recover_and_continue(
+    path: Path,
+    mode: str,
+    seed: int,
+    streams: list[str],
+    k_lo: list[int],
+    k_hi: list[int],
+    ctx: str,
+    rng: random.Random,
+    segment_bytes: int,
+) -> list[int]:
     """Reopen after a crash, check, append more, close, reopen, check again."""
     opts = {"durability": mode, "segment_bytes": segment_bytes}
     with engine.open(path, **opts) as store:
@@ -246,8 +270,16 @@ def recover_and_continue(path: Path, mode: str, seed: int, streams: list[str], k
         seqs = [store.next_seq(s) if s in store else 0 for s in streams]
         ks = apply_post_ops(store, seed, streams, ks, POST_OPS)
     with engine.open(path, **opts) as store:
-        check_store(store, seed, streams, ks, ks, ctx + " [after post-crash appends and a second reopen]", rng,
-                    compare_from=[max(q - 3, 0) for q in seqs])
+        check_store(
+            store,
+            seed,
+            streams,
+            ks,
+            ks,
+            ctx + " [after post-crash appends and a second reopen]",
+            rng,
+            compare_from=[max(q - 3, 0) for q in seqs],
+        )
     return ks
 
 
@@ -355,8 +387,14 @@ def wait_and_kill(child: Child, when: str, delay: float, ctx: str) -> float:
     return child.kill()
 
 
-def run_campaign(tmp_path: Path, spec: ModeSpec, kills: int, seed: int, engine_log: LogCounter,
-                 cycles_per_store: int = CYCLES_PER_STORE) -> Counter[str]:
+def run_campaign(
+    tmp_path: Path,
+    spec: ModeSpec,
+    kills: int,
+    seed: int,
+    engine_log: LogCounter,
+    cycles_per_store: int = CYCLES_PER_STORE,
+) -> Counter[str]:
     rng = random.Random(seed)
     stats: Counter[str] = Counter()
     path = tmp_path
@@ -367,13 +405,24 @@ def run_campaign(tmp_path: Path, spec: ModeSpec, kills: int, seed: int, engine_l
             ks = [0] * len(STREAMS)
         threads = rng.choice(spec.threads)
         when, delay = kill_delay(spec, rng, kill_no)
-        ctx = (f"{spec.mode} kill #{kill_no} (seed {seed}, {threads} thread(s), "
-               f"kill {delay:.3f}s after {when}, store {path.name})")
-        child = spawn(tmp_path, {
-            "path": str(path), "mode": spec.mode, "seed": seed, "streams": STREAMS, "start": ks,
-            "threads": threads, "pace": spec.pace, "segment_bytes": SEGMENT_BYTES,
-            "flush_interval": spec.flush_interval,
-        })
+        ctx = (
+            f"{spec.mode} kill #{kill_no} (seed {seed}, {threads} thread(s), "
+            f"kill {delay:.3f}s after {when}, store {path.name})"
+        )
+        child = spawn(
+            tmp_path,
+            {
+                "path": str(path),
+                "mode": spec.mode,
+                "seed": seed,
+                "streams": STREAMS,
+                "start": ks,
+                "threads": threads,
+                "pace": spec.pace,
+                "segment_bytes": SEGMENT_BYTES,
+                "flush_interval": spec.flush_interval,
+            },
+        )
         t_kill = wait_and_kill(child, when, delay, ctx)
         assert child.proc.returncode == -signal.SIGKILL, ctx
         assert not child.worker_errors(), f"{ctx}: worker reported errors:\n{child.stderr()}"
@@ -389,8 +438,9 @@ def run_campaign(tmp_path: Path, spec: ModeSpec, kills: int, seed: int, engine_l
             must = acks.before
             if must:
                 stats["relaxed_kills_with_old_acks"] += 1
-                stats["relaxed_old_acks"] += sum(1 for ln in lines if ln[0] == "A"
-                                                 and float(ln[3]) < t_kill - spec.flush_interval - RELAXED_MARGIN)
+                stats["relaxed_old_acks"] += sum(
+                    1 for ln in lines if ln[0] == "A" and float(ln[3]) < t_kill - spec.flush_interval - RELAXED_MARGIN
+                )
         else:
             must = acks.last
         k_lo = [max(k, must.get(si, -1) + 1) for si, k in enumerate(ks)]
@@ -407,8 +457,7 @@ def run_campaign(tmp_path: Path, spec: ModeSpec, kills: int, seed: int, engine_l
 
 
 @pytest.mark.parametrize("mode", ["process", "power", "relaxed"])
-def test_sigkill_campaign(tmp_path: Path, mode: str, kill_factor: int, crash_seed: int,
-                          engine_log: LogCounter) -> None:
+def test_sigkill_campaign(tmp_path: Path, mode: str, kill_factor: int, crash_seed: int, engine_log: LogCounter) -> None:
     spec = MODES[mode]
     t0 = time.monotonic()
     stats = run_campaign(tmp_path, spec, spec.kills * kill_factor, crash_seed, engine_log)
@@ -424,8 +473,7 @@ def test_sigkill_campaign(tmp_path: Path, mode: str, kill_factor: int, crash_see
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["process", "power", "relaxed"])
-def test_sigkill_campaign_one_growing_store(tmp_path: Path, mode: str, crash_seed: int,
-                                            engine_log: LogCounter) -> None:
+def test_sigkill_campaign_one_growing_store(tmp_path: Path, mode: str, crash_seed: int, engine_log: LogCounter) -> None:
     """--long only: many kills on the same store, which keeps growing."""
     spec = MODES[mode]
     stats = run_campaign(tmp_path, spec, 60, crash_seed, engine_log, cycles_per_store=10**9)
@@ -461,32 +509,52 @@ def _point_id(p: tuple[str, int, str, set[str]]) -> str:
 # Every step under "process"; under "power" and "relaxed" (whose appends reach
 # the roll by other paths: group commit, buffer flush) the steps where the
 # directory changes meaning.
-_KEY_STEPS = {("fileio.rename", 5, "after"), ("fileio.rename", 6, "after"), ("fileio.rename", 8, "before"),
-              ("fileio.rename", 8, "after"), ("fileio.unlink", 2, "after")}
-ROLL_CASES = [pytest.param(mode, p, id=f"{_point_id(p)}-{mode}")
-              for p in ROLL_POINTS for mode in ("process", "power", "relaxed")
-              if mode == "process" or p[:3] in _KEY_STEPS]
+_KEY_STEPS = {
+    ("fileio.rename", 5, "after"),
+    ("fileio.rename", 6, "after"),
+    ("fileio.rename", 8, "before"),
+    ("fileio.rename", 8, "after"),
+    ("fileio.unlink", 2, "after"),
+}
+ROLL_CASES = [
+    pytest.param(mode, p, id=f"{_point_id(p)}-{mode}")
+    for p in ROLL_POINTS
+    for mode in ("process", "power", "relaxed")
+    if mode == "process" or p[:3] in _KEY_STEPS
+]
 
 
 @pytest.mark.parametrize(("mode", "point"), ROLL_CASES)
-def test_sigkill_at_each_step_of_a_segment_roll(tmp_path: Path, mode: str,
-                                                 point: tuple[str, int, str, set[str]]) -> None:
+def test_sigkill_at_each_step_of_a_segment_roll(
+    tmp_path: Path, mode: str, point: tuple[str, int, str, set[str]]
+) -> None:
     target, nth, when, evidence = point
     seed = zlib.crc32(f"{mode}/{target}/{nth}/{when}".encode())
     path = tmp_path / "store"
     seg_bytes = 16 * KiB
-    child = spawn(tmp_path, {
-        "path": str(path), "mode": mode, "seed": seed, "streams": STREAMS, "start": [0] * len(STREAMS),
-        "threads": 2 if mode == "power" else 1, "segment_bytes": seg_bytes, "flush_interval": RELAXED_FLUSH,
-        "max_ops": 20000, "crash": {"target": target, "nth": nth, "when": when},
-    })
+    child = spawn(
+        tmp_path,
+        {
+            "path": str(path),
+            "mode": mode,
+            "seed": seed,
+            "streams": STREAMS,
+            "start": [0] * len(STREAMS),
+            "threads": 2 if mode == "power" else 1,
+            "segment_bytes": seg_bytes,
+            "flush_interval": RELAXED_FLUSH,
+            "max_ops": 20000,
+            "crash": {"target": target, "nth": nth, "when": when},
+        },
+    )
     try:
         child.proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         child.kill()
         pytest.fail("worker neither crashed nor finished in 60s")
     assert child.proc.returncode == -signal.SIGKILL, (
-        f"crash point {when} {target} #{nth} never reached (exit {child.proc.returncode}):\n{child.stderr()}")
+        f"crash point {when} {target} #{nth} never reached (exit {child.proc.returncode}):\n{child.stderr()}"
+    )
     assert not child.worker_errors(), child.stderr()
     facts = crash_evidence(path)
     assert facts == evidence, f"the kill did not land where intended: found {facts}, expected {evidence}"
@@ -509,17 +577,27 @@ def _expected_files(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("point", [p for p in ROLL_POINTS if p[3]], ids=_point_id)
-def test_recovery_from_interrupted_roll_leaves_no_stray_files(tmp_path: Path,
-                                                              point: tuple[str, int, str, set[str]]) -> None:
+def test_recovery_from_interrupted_roll_leaves_no_stray_files(
+    tmp_path: Path, point: tuple[str, int, str, set[str]]
+) -> None:
     """After recovering from a kill mid-roll (and a clean close), the directory
     holds exactly the store's files: no temp files, no unlisted segments, no
     active-segment index left next to a sealed segment."""
     target, nth, when, _ = point
     path = tmp_path / "store"
-    child = spawn(tmp_path, {
-        "path": str(path), "mode": "process", "seed": 7, "streams": STREAMS, "start": [0] * len(STREAMS),
-        "segment_bytes": 16 * KiB, "max_ops": 20000, "crash": {"target": target, "nth": nth, "when": when},
-    })
+    child = spawn(
+        tmp_path,
+        {
+            "path": str(path),
+            "mode": "process",
+            "seed": 7,
+            "streams": STREAMS,
+            "start": [0] * len(STREAMS),
+            "segment_bytes": 16 * KiB,
+            "max_ops": 20000,
+            "crash": {"target": target, "nth": nth, "when": when},
+        },
+    )
     child.proc.wait(timeout=60)
     assert child.proc.returncode == -signal.SIGKILL, child.stderr()
     engine.open(path, segment_bytes=16 * KiB).close()
@@ -564,11 +642,19 @@ def test_sigkill_during_recovery(tmp_path: Path, point: tuple[str, int, str]) ->
     seed = 11
     path = tmp_path / "store"
     ks = _damaged_store(path, seed)
-    child = spawn(tmp_path, {
-        "path": str(path), "mode": "process", "seed": seed, "streams": STREAMS, "start": ks,
-        "segment_bytes": 16 * KiB, "max_ops": 0,
-        "crash": {"target": target, "nth": nth, "when": when, "armed_before_open": True},
-    })
+    child = spawn(
+        tmp_path,
+        {
+            "path": str(path),
+            "mode": "process",
+            "seed": seed,
+            "streams": STREAMS,
+            "start": ks,
+            "segment_bytes": 16 * KiB,
+            "max_ops": 0,
+            "crash": {"target": target, "nth": nth, "when": when, "armed_before_open": True},
+        },
+    )
     child.proc.wait(timeout=60)
     assert child.proc.returncode == -signal.SIGKILL, f"recovery never reached {when} {target} #{nth}"
     assert not any(ln[0] == "R" for ln in child.lines()), "the kill was meant to land inside open()"
@@ -587,15 +673,32 @@ def test_sigkill_while_creating_a_new_store(tmp_path: Path, point: tuple[str, in
     leave a directory that can never be opened again."""
     target, nth, when = point
     path = tmp_path / "store"
-    child = spawn(tmp_path, {
-        "path": str(path), "mode": "process", "seed": 1, "streams": STREAMS, "start": [0] * len(STREAMS),
-        "max_ops": 0, "crash": {"target": target, "nth": nth, "when": when, "armed_before_open": True},
-    })
+    child = spawn(
+        tmp_path,
+        {
+            "path": str(path),
+            "mode": "process",
+            "seed": 1,
+            "streams": STREAMS,
+            "start": [0] * len(STREAMS),
+            "max_ops": 0,
+            "crash": {"target": target, "nth": nth, "when": when, "armed_before_open": True},
+        },
+    )
     child.proc.wait(timeout=60)
     assert child.proc.returncode == -signal.SIGKILL, child.stderr()
     zero = [0] * len(STREAMS)
-    recover_and_continue(path, "process", 1, STREAMS, zero, zero, f"kill {when} {target} #{nth} in the first open",
-                         random.Random(1), SEGMENT_BYTES)
+    recover_and_continue(
+        path,
+        "process",
+        1,
+        STREAMS,
+        zero,
+        zero,
+        f"kill {when} {target} #{nth} in the first open",
+        random.Random(1),
+        SEGMENT_BYTES,
+    )
 
 
 def test_streams_created_before_a_kill_survive_the_next_roll(tmp_path: Path) -> None:
@@ -605,32 +708,64 @@ def test_streams_created_before_a_kill_survive_the_next_roll(tmp_path: Path) -> 
     path = tmp_path / "store"
     seed = 13
     zero = [0] * len(STREAMS)
-    first = spawn(tmp_path, {"path": str(path), "mode": "process", "seed": seed, "streams": STREAMS,
-                             "start": zero, "max_ops": 12, "segment_bytes": 16 * KiB, "after": "hold"})
+    first = spawn(
+        tmp_path,
+        {
+            "path": str(path),
+            "mode": "process",
+            "seed": seed,
+            "streams": STREAMS,
+            "start": zero,
+            "max_ops": 12,
+            "segment_bytes": 16 * KiB,
+            "after": "hold",
+        },
+    )
     first.wait_for("H")
     first.kill()
     ks = [a + 1 if a >= 0 else 0 for a in (parse_acks(first.lines()).last.get(si, -1) for si in range(len(STREAMS)))]
     assert json.loads((path / "MANIFEST").read_text())["segments"] == [1], "no roll yet"
-    second = spawn(tmp_path, {"path": str(path), "mode": "process", "seed": seed, "streams": STREAMS,
-                              "start": ks, "max_ops": 600, "segment_bytes": 16 * KiB, "after": "hold"})
+    second = spawn(
+        tmp_path,
+        {
+            "path": str(path),
+            "mode": "process",
+            "seed": seed,
+            "streams": STREAMS,
+            "start": ks,
+            "max_ops": 600,
+            "segment_bytes": 16 * KiB,
+            "after": "hold",
+        },
+    )
     second.wait_for("H")
     second.kill()
     assert not second.worker_errors(), second.stderr()
     acks = parse_acks(second.lines())
     want = [acks.last[si] + 1 if si in acks.last else k for si, k in enumerate(ks)]
     assert len(json.loads((path / "MANIFEST").read_text())["segments"]) >= 3, "the second writer should roll"
-    recover_and_continue(path, "process", seed, STREAMS, want, want, "streams created by an earlier writer",
-                         random.Random(2), 16 * KiB)
+    recover_and_continue(
+        path, "process", seed, STREAMS, want, want, "streams created by an earlier writer", random.Random(2), 16 * KiB
+    )
 
 
 # ------------------------------------------------------ lock and read-only
 def test_second_writer_process_gets_store_locked_error_and_reader_sees_data(tmp_path: Path) -> None:
     path = tmp_path / "store"
     seed = 3
-    holder = spawn(tmp_path, {
-        "path": str(path), "mode": "process", "seed": seed, "streams": STREAMS, "start": [0] * len(STREAMS),
-        "max_ops": 300, "segment_bytes": 16 * KiB, "after": "hold",
-    })
+    holder = spawn(
+        tmp_path,
+        {
+            "path": str(path),
+            "mode": "process",
+            "seed": seed,
+            "streams": STREAMS,
+            "start": [0] * len(STREAMS),
+            "max_ops": 300,
+            "segment_bytes": 16 * KiB,
+            "after": "hold",
+        },
+    )
     holder.wait_for("H")
     try:
         # Another process trying to open for writing fails at once.
@@ -668,11 +803,21 @@ def test_readonly_open_sees_what_a_relaxed_writer_flushed(tmp_path: Path) -> Non
     or may not be (they sit in the writer's buffer), but only as a prefix."""
     path = tmp_path / "store"
     seed = 5
-    holder = spawn(tmp_path, {
-        "path": str(path), "mode": "relaxed", "seed": seed, "streams": STREAMS, "start": [0] * len(STREAMS),
-        "max_ops": 200, "segment_bytes": 1024 * KiB, "flush_interval": 60.0, "after": "hold",
-        "unflushed_ops": 10,
-    })
+    holder = spawn(
+        tmp_path,
+        {
+            "path": str(path),
+            "mode": "relaxed",
+            "seed": seed,
+            "streams": STREAMS,
+            "start": [0] * len(STREAMS),
+            "max_ops": 200,
+            "segment_bytes": 1024 * KiB,
+            "flush_interval": 60.0,
+            "after": "hold",
+            "unflushed_ops": 10,
+        },
+    )
     holder.wait_for("H")
     try:
         lines = holder.lines()
@@ -697,10 +842,18 @@ def test_readonly_opens_race_a_live_writer(tmp_path: Path) -> None:
     sees a consistent prefix holding every op acknowledged before it opened."""
     path = tmp_path / "store"
     seed = 9
-    writer = spawn(tmp_path, {
-        "path": str(path), "mode": "process", "seed": seed, "streams": STREAMS, "start": [0] * len(STREAMS),
-        "segment_bytes": 16 * KiB, "pace": 0.0002,
-    })
+    writer = spawn(
+        tmp_path,
+        {
+            "path": str(path),
+            "mode": "process",
+            "seed": seed,
+            "streams": STREAMS,
+            "start": [0] * len(STREAMS),
+            "segment_bytes": 16 * KiB,
+            "pace": 0.0002,
+        },
+    )
     writer.wait_for("R")
     opens = 0
     try:

@@ -112,11 +112,17 @@ def test_tear_with_garbage_fills_only_the_sector_being_written(tmp_path: Path) -
         if data == full:
             continue
         # a kept prefix, then random bytes up to the end of the sector the cut fell in
-        fits = [k for k in keeps if data[:k] == full[:k] and len(data) == min((k // SECTOR + 1) * SECTOR, 3700)
-                and data[k:] != full[k : len(data)]]
+        fits = [
+            k
+            for k in keeps
+            if data[:k] == full[:k]
+            and len(data) == min((k // SECTOR + 1) * SECTOR, 3700)
+            and data[k:] != full[k : len(data)]
+        ]
         assert fits, f"seed {seed}: {len(data)} bytes are no kept prefix plus one sector of garbage"
         garbled += 1
     assert garbled > 10
+
 
 def test_file_created_without_directory_sync_disappears(fs: FaultFS, tmp_path: Path) -> None:
     create(tmp_path / "kept", b"k")

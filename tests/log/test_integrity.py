@@ -99,8 +99,9 @@ def parse(seg: Path) -> list[Rec]:
 
 def stream_ids(path: Path) -> dict[str, int]:
     """Name -> id of every STREAM_CREATE in the log."""
-    return {r.payload.decode(): r.stream_id for seg in segment_paths(path) for r in parse(seg)
-            if r.rtype == STREAM_CREATE}
+    return {
+        r.payload.decode(): r.stream_id for seg in segment_paths(path) for r in parse(seg) if r.rtype == STREAM_CREATE
+    }
 
 
 def snapshot(path: Path) -> dict[str, bytes]:
@@ -267,8 +268,16 @@ def test_invalid_record_in_a_sealed_segment_without_its_index(tmp_path: Path, ca
         assert_names(exc, first, (bad,))
 
 
-@pytest.mark.parametrize("case", ["sealed-listed-twice", "sealed-listed-again-later", "active-listed-twice",
-                                  "last-id-not-below-next", "next-below-every-id"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "sealed-listed-twice",
+        "sealed-listed-again-later",
+        "active-listed-twice",
+        "last-id-not-below-next",
+        "next-below-every-id",
+    ],
+)
 def test_manifest_with_an_impossible_segment_list(tmp_path: Path, case: str) -> None:
     """A MANIFEST with a valid checksum whose segment list cannot be a log.
 
@@ -362,8 +371,7 @@ def test_manifest_fields_of_a_second_process_are_kept(tmp_path: Path) -> None:
 def _nested_manifest(depth: int) -> str:
     """A MANIFEST whose "segments" nests ``depth`` arrays, with the checksum it
     would have (the canonical dump is spelled out: json.dumps cannot nest that deep)."""
-    body = ('{"format": 1, "generation": 1, "next_segment_id": 2, "segments": '
-            + "[" * depth + "]" * depth + "}")
+    body = '{"format": 1, "generation": 1, "next_segment_id": 2, "segments": ' + "[" * depth + "]" * depth + "}"
     checksum = xxhash.xxh3_64_hexdigest(body.encode())
     return body[:-1] + f', "checksum": "{checksum}"}}'
 
@@ -417,8 +425,12 @@ def test_directory_where_a_file_belongs(tmp_path: Path, where: str) -> None:
     a directory at LOCK only stops writers: read-only opens take no lock."""
     path = make_store(tmp_path / "store", events=100)
     segs = segment_paths(path)
-    target = {"active-segment": segs[-1], "sealed-segment": segs[0], "LOCK": path / "LOCK",
-              "MANIFEST": path / "MANIFEST"}[where]
+    target = {
+        "active-segment": segs[-1],
+        "sealed-segment": segs[0],
+        "LOCK": path / "LOCK",
+        "MANIFEST": path / "MANIFEST",
+    }[where]
     target.unlink()
     target.mkdir()
     if where == "LOCK":
@@ -574,10 +586,14 @@ class CreationFault:
             monkeypatch.setattr(module, "rename", self.rename)
 
 
-@pytest.mark.parametrize("suffix", [".seg", ".idx", "MANIFEST", ".sidx"],
-                         ids=["next-segment", "its-active-index", "manifest-save", "sealed-index"])
-def test_failure_during_a_segment_roll_fails_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       suffix: str) -> None:
+@pytest.mark.parametrize(
+    "suffix",
+    [".seg", ".idx", "MANIFEST", ".sidx"],
+    ids=["next-segment", "its-active-index", "manifest-save", "sealed-index"],
+)
+def test_failure_during_a_segment_roll_fails_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
     """The second roll after open fails (EIO) creating the next segment, its
     index, the MANIFEST, or the sealed index. Today the raw OSError escapes
     append, and the store goes on accepting appends in whatever state the

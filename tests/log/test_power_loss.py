@@ -86,8 +86,12 @@ def find_k(seed: int, name: str, n_events: int, blobs: dict[str, Any], lo: int, 
         k = op.i  # the state now is that after ops 0..k-1
         if k > hi or seq > n_events:
             break
-        if k >= lo and seq == n_events and blobs == {
-                key: pw.blob_value(name, key, versions[key]) if key in versions else None for key in pw.BLOB_KEYS}:
+        if (
+            k >= lo
+            and seq == n_events
+            and blobs
+            == {key: pw.blob_value(name, key, versions[key]) if key in versions else None for key in pw.BLOB_KEYS}
+        ):
             return k
         if op.kind == "blob":
             versions[op.key] = op.i
@@ -96,8 +100,10 @@ def find_k(seed: int, name: str, n_events: int, blobs: dict[str, Any], lo: int, 
                 raise AssertionError(f"{ctx}: stream {name!r} has {n_events} events: half of batch op {op.i}")
             seq = op.seq + op.n
     lo_seq, hi_seq = pw.state_after(seed, name, lo)[0], pw.state_after(seed, name, hi)[0]
-    raise AssertionError(f"{ctx}: stream {name!r} has {n_events} events and blobs {blobs!r}: no prefix of its plan "
-                         f"with k in [{lo}, {hi}] (next_seq {lo_seq}..{hi_seq}) matches")
+    raise AssertionError(
+        f"{ctx}: stream {name!r} has {n_events} events and blobs {blobs!r}: no prefix of its plan "
+        f"with k in [{lo}, {hi}] (next_seq {lo_seq}..{hi_seq}) matches"
+    )
 
 
 def read_state(store: engine.Store, name: str, ctx: str) -> tuple[int, dict[str, Any]]:
@@ -186,8 +192,16 @@ def bounds(spec: Spec, out: Outcome, start: list[int]) -> tuple[list[int], list[
     return lo, hi, old
 
 
-def run_chain(tmp: Path, spec: Spec, seed: int, chain: int, cuts: int, stats: Counter[str],
-              stats_mu: threading.Lock, failed: threading.Event) -> None:
+def run_chain(
+    tmp: Path,
+    spec: Spec,
+    seed: int,
+    chain: int,
+    cuts: int,
+    stats: Counter[str],
+    stats_mu: threading.Lock,
+    failed: threading.Event,
+) -> None:
     """One store after another, ``CYCLES_PER_STORE`` cuts each; stops when another chain failed."""
     try:
         _run_chain(tmp, spec, seed, chain, cuts, stats, stats_mu, failed)
@@ -196,8 +210,16 @@ def run_chain(tmp: Path, spec: Spec, seed: int, chain: int, cuts: int, stats: Co
         raise
 
 
-def _run_chain(tmp: Path, spec: Spec, seed: int, chain: int, cuts: int, stats: Counter[str],
-               stats_mu: threading.Lock, failed: threading.Event) -> None:
+def _run_chain(
+    tmp: Path,
+    spec: Spec,
+    seed: int,
+    chain: int,
+    cuts: int,
+    stats: Counter[str],
+    stats_mu: threading.Lock,
+    failed: threading.Event,
+) -> None:
     rng = random.Random(f"{seed}/{spec.mode}/{chain}")
     root = tmp
     start = [0] * len(STREAMS)
@@ -220,26 +242,42 @@ def _run_chain(tmp: Path, spec: Spec, seed: int, chain: int, cuts: int, stats: C
             cut_at = rng.randint(40, 2000 if spec.mode == "power" else 1500)
         tear = rng.random() < 0.5
         cfg = {
-            "root": str(root), "path": str(root / "store"), "mode": spec.mode, "seed": seed, "streams": STREAMS,
-            "start": start, "threads": rng.choice([1, 2, 3]),
+            "root": str(root),
+            "path": str(root / "store"),
+            "mode": spec.mode,
+            "seed": seed,
+            "streams": STREAMS,
+            "start": start,
+            "threads": rng.choice([1, 2, 3]),
             # a late worker must not roll: a roll syncs, and would hide a background fsync that never came
             "segment_bytes": 1 << 20 if late else SEGMENT_BYTES,
-            "flush_interval": FLUSH_INTERVAL, "cut_at": cut_at, "cut_seed": rng.getrandbits(32), "tear": tear,
+            "flush_interval": FLUSH_INTERVAL,
+            "cut_at": cut_at,
+            "cut_seed": rng.getrandbits(32),
+            "tear": tear,
             "garbage": tear and rng.random() < 0.5,
             "min_elapsed": FLUSH_INTERVAL + MARGIN + rng.uniform(0.1, 0.3) if late else 0.0,
-            "pace": 0.002 if late else 0.0, "real_sync": False,
+            "pace": 0.002 if late else 0.0,
+            "real_sync": False,
         }
-        ctx = (f"{spec.mode} cut #{i} of chain {chain} (seed {seed}: rerun with --crash-seed {seed}; "
-               f"{root.name} cycle {cycle}, cut_at {cut_at}, tear {tear}, garbage {cfg['garbage']}, "
-               f"threads {cfg['threads']}{', late' if late else ''})")
+        ctx = (
+            f"{spec.mode} cut #{i} of chain {chain} (seed {seed}: rerun with --crash-seed {seed}; "
+            f"{root.name} cycle {cycle}, cut_at {cut_at}, tear {tear}, garbage {cfg['garbage']}, "
+            f"threads {cfg['threads']}{', late' if late else ''})"
+        )
         try:
-            proc = subprocess.run([sys.executable, str(WORKER), json.dumps(cfg)], stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=60)
+            proc = subprocess.run(
+                [sys.executable, str(WORKER), json.dumps(cfg)],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"{ctx}: worker neither cut the power nor failed within 60 s")
         err = proc.stderr.decode(errors="replace")
-        assert proc.returncode == -signal.SIGKILL and "WORKER-ERROR" not in err and "Traceback" not in err, \
+        assert proc.returncode == -signal.SIGKILL and "WORKER-ERROR" not in err and "Traceback" not in err, (
             f"{ctx}: worker exited with {proc.returncode}:\n{err}"
+        )
         out = parse(proc.stdout)
         assert out.cut is not None, f"{ctx}: killed without reporting the cut"
         lo, hi, old = bounds(spec, out, start)
@@ -276,8 +314,10 @@ def test_power_loss_campaign(tmp_path: Path, mode: str, kill_factor: int, crash_
     failed = threading.Event()
     t0 = time.monotonic()
     with ThreadPoolExecutor(PARALLEL) as pool:
-        futures = [pool.submit(run_chain, tmp_path, spec, crash_seed, c, len(range(c, cuts, PARALLEL)), stats, mu,
-                               failed) for c in range(PARALLEL)]
+        futures = [
+            pool.submit(run_chain, tmp_path, spec, crash_seed, c, len(range(c, cuts, PARALLEL)), stats, mu, failed)
+            for c in range(PARALLEL)
+        ]
         for f in futures:
             f.result()
     print(f"\n{mode} (seed {crash_seed}): {dict(sorted(stats.items()))} in {time.monotonic() - t0:.1f}s")

@@ -138,8 +138,11 @@ def test_events_below_the_threshold_are_not_compressed_even_if_they_would_shrink
 
 
 @settings(max_examples=60, deadline=None, database=None)
-@given(st.lists(values | st.text(min_size=600, max_size=2000), min_size=1, max_size=8),
-       st.integers(0, 2**32 - 1), st.integers(0, 2**63))
+@given(
+    st.lists(values | st.text(min_size=600, max_size=2000), min_size=1, max_size=8),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**63),
+)
 def test_events_round_trip(vals: list, stream_id: int, first_seq: int) -> None:
     view = decode_one(events_record(vals, stream_id, first_seq))
     assert (view.stream_id, view.seq, view.count) == (stream_id, first_seq, len(vals))
@@ -436,7 +439,8 @@ def test_codec_subclasses_and_integer_limits() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [object(), 2**64, -(2**63) - 1, {1, 2}, [1, object()], {"k": {1}}, 1j, ["\ud83d", object()]],
+    "bad",
+    [object(), 2**64, -(2**63) - 1, {1, 2}, [1, object()], {"k": {1}}, 1j, ["\ud83d", object()]],
     ids=repr,
 )
 def test_pack_rejects_unencodable_values(bad: object) -> None:
@@ -549,8 +553,7 @@ def test_invalid_options_rejected(kwargs: dict) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"segment_bytes": 4096}, {"max_record_bytes": 1024}, {"max_record_bytes": 0x7FFF_0000},
-     {"flush_interval": 1e-3}],
+    [{"segment_bytes": 4096}, {"max_record_bytes": 1024}, {"max_record_bytes": 0x7FFF_0000}, {"flush_interval": 1e-3}],
     ids=repr,
 )
 def test_boundary_options_accepted(kwargs: dict) -> None:

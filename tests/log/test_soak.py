@@ -114,7 +114,7 @@ def live_store_bytes(model: dict[str, Any], where: Path) -> int:
         for name, m in model["streams"].items():
             events, pos = m["events"], 0
             for n in m["records"]:
-                store.append_batch(name, events[pos:pos + n])
+                store.append_batch(name, events[pos : pos + n])
                 pos += n
             for key, value in m["blobs"].items():
                 store.put_blob(name, key, value)
@@ -142,16 +142,35 @@ def run_soak(tmp_path: Path, duration: float, seed: int) -> None:
     samples: list[tuple[float, int]] = []  # (time, bytes of segments)
     lives: list[tuple[float, int, int]] = []  # (time, live bytes, bytes written so far): the writer's estimates
     with processes() as procs:
-        writer = Proc("writer", [py, str(WORKER), "write", json.dumps({
-            "path": str(path), "seed": seed, "segment_bytes": SEGMENT_BYTES, "duration": duration,
-            "model": str(model_path), "pace": 0.001})], tmp_path)
+        writer = Proc(
+            "writer",
+            [
+                py,
+                str(WORKER),
+                "write",
+                json.dumps(
+                    {
+                        "path": str(path),
+                        "seed": seed,
+                        "segment_bytes": SEGMENT_BYTES,
+                        "duration": duration,
+                        "model": str(model_path),
+                        "pace": 0.001,
+                    }
+                ),
+            ],
+            tmp_path,
+        )
         procs.append(writer)
         writer.wait_for("R")
-        readers = [Proc(f"reader{i}", [py, str(WORKER), "read", json.dumps({"path": str(path), "interval": 0.02})],
-                        tmp_path) for i in range(2)]
+        readers = [
+            Proc(f"reader{i}", [py, str(WORKER), "read", json.dumps({"path": str(path), "interval": 0.02})], tmp_path)
+            for i in range(2)
+        ]
         procs.extend(readers)
-        comp = Proc("compactor", [py, "-m", "engine", "compact", str(path), "--watch", "--interval", str(INTERVAL)],
-                    tmp_path)
+        comp = Proc(
+            "compactor", [py, "-m", "engine", "compact", str(path), "--watch", "--interval", str(INTERVAL)], tmp_path
+        )
         procs.append(comp)
         for r in readers:
             r.wait_for("S")
@@ -164,8 +183,9 @@ def run_soak(tmp_path: Path, duration: float, seed: int) -> None:
             samples.append((time.monotonic(), disk_bytes(path)))
             time.sleep(0.25)
         assert writer.proc.returncode == 0, f"writer exited with {writer.proc.returncode}:\n{writer.stderr()}"
-        lives = [(float(t), int(b), int(w)) for _, t, b, w, _ in (ln.split() for ln in writer.lines()
-                                                                   if ln.startswith("L "))]
+        lives = [
+            (float(t), int(b), int(w)) for _, t, b, w, _ in (ln.split() for ln in writer.lines() if ln.startswith("L "))
+        ]
         ops = int(writer.wait_for("D ").split()[1])
         # One more whole pass, begun after the writer closed the store.
         done = len([ln for ln in comp.lines() if ln.startswith("pass ")])
@@ -183,8 +203,9 @@ def run_soak(tmp_path: Path, duration: float, seed: int) -> None:
         status = comp.stop()
         assert status == 0, f"compact --watch exited with {status} after SIGTERM:\n{comp.stderr()}"
         assert comp.lines()[-1].startswith("stopped by SIGTERM"), comp.lines()[-3:]
-        assert "failed" not in comp.lines()[-1] and "failed" not in comp.stderr(), \
+        assert "failed" not in comp.lines()[-1] and "failed" not in comp.stderr(), (
             f"compaction passes failed:\n{comp.stderr()}"
+        )
         passes = len([ln for ln in comp.lines() if ln.startswith("pass ")])
     model = json.loads(model_path.read_text())
     with engine.open(path, segment_bytes=SEGMENT_BYTES) as store:
@@ -203,10 +224,12 @@ def run_soak(tmp_path: Path, duration: float, seed: int) -> None:
             continue
         bound = 2 * max(lb for lb, _ in window) + (window[-1][1] - before[-1]) + 8 * SEGMENT_BYTES
         worst = max(worst, b / bound)
-    print(f"\nsoak {duration:.0f}s (seed {seed}): {ops} writer ops, {len(model['streams'])} live sessions, "
-          f"{passes} compaction passes, followers {reader_stats} (refreshes, events read); bytes: final {final}, "
-          f"live {live}, peak {peak} ({peak / live:.1f}x live), written about {lives[-1][2]}; "
-          f"worst bytes / bound while running {worst:.2f}")
+    print(
+        f"\nsoak {duration:.0f}s (seed {seed}): {ops} writer ops, {len(model['streams'])} live sessions, "
+        f"{passes} compaction passes, followers {reader_stats} (refreshes, events read); bytes: final {final}, "
+        f"live {live}, peak {peak} ({peak / live:.1f}x live), written about {lives[-1][2]}; "
+        f"worst bytes / bound while running {worst:.2f}"
+    )
     assert final <= 1.5 * live + SEGMENT_BYTES, f"{final} bytes on disk for {live} live bytes"
     assert worst <= 1.0, "the store grew while the compactor ran: see the bytes above"
     assert passes >= duration / INTERVAL / 4, f"only {passes} passes"

@@ -86,9 +86,30 @@ def test_append_returns_dense_sequence_numbers(store: engine.Store) -> None:
 
 
 VALUES = [
-    None, True, False, 0, -1, 2**64 - 1, -(2**63), 1.5, -0.0, float("inf"), "", "text", "é🙂",
-    "\ud83d", "x\udc00y", b"", b"\x00\xff", [], {}, [1, [2, [3]]], {"k": {"n": [None, b"b"]}},
-    {1: "int key"}, "z" * 5000, os.urandom(3000),
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**64 - 1,
+    -(2**63),
+    1.5,
+    -0.0,
+    float("inf"),
+    "",
+    "text",
+    "é🙂",
+    "\ud83d",
+    "x\udc00y",
+    b"",
+    b"\x00\xff",
+    [],
+    {},
+    [1, [2, [3]]],
+    {"k": {"n": [None, b"b"]}},
+    {1: "int key"},
+    "z" * 5000,
+    os.urandom(3000),
 ]
 
 
@@ -160,8 +181,21 @@ def test_unknown_stream_reads(store: engine.Store) -> None:
 
 @pytest.mark.parametrize(
     ("start", "stop"),
-    [(0, None), (0, 10), (3, 7), (9, 10), (9, None), (0, 0), (5, 5), (7, 3), (10, None), (10, 20),
-     (50, None), (0, 1000), (4, 5)],
+    [
+        (0, None),
+        (0, 10),
+        (3, 7),
+        (9, 10),
+        (9, None),
+        (0, 0),
+        (5, 5),
+        (7, 3),
+        (10, None),
+        (10, 20),
+        (50, None),
+        (0, 1000),
+        (4, 5),
+    ],
 )
 def test_scan_bounds(store: engine.Store, start: int, stop: int | None) -> None:
     vals = [f"v{i}" for i in range(10)]
@@ -291,8 +325,23 @@ def test_create_stream_is_idempotent(store: engine.Store) -> None:
 
 
 GOOD_NAMES = ["a", "session-1", "with space", "a/b\\c", "é🙂", "x" * 255, "é" * 127, "\u200b", "🙂" * 63]
-BAD_NAMES = ["", None, 1, b"bytes", ("t",), "x" * 256, "é" * 128, "🙂" * 64, "a\x00b", "line\n", "tab\t",
-             "del\x7f", "\x1f", "\ud800", "ok\udfff"]
+BAD_NAMES = [
+    "",
+    None,
+    1,
+    b"bytes",
+    ("t",),
+    "x" * 256,
+    "é" * 128,
+    "🙂" * 64,
+    "a\x00b",
+    "line\n",
+    "tab\t",
+    "del\x7f",
+    "\x1f",
+    "\ud800",
+    "ok\udfff",
+]
 
 
 @pytest.mark.parametrize("name", GOOD_NAMES, ids=repr)
@@ -537,12 +586,27 @@ def test_use_after_close(path: pathlib.Path) -> None:
     s.close()
     s.close()  # idempotent
     calls: list[Callable[[], Any]] = [
-        lambda: s.append("s", 2), lambda: s.append("new", 2), lambda: s.append_batch("s", [2]),
-        lambda: s.put_blob("s", "k", 2), lambda: s.get("s", 0), lambda: s.scan("s"),
-        lambda: s.read_range("s"), lambda: s.get_blob("s", "k"), lambda: s.has_blob("s", "k"),
-        lambda: s.blob_keys("s"), lambda: s.create_stream("t"), lambda: s.drop_stream("s"),
-        lambda: s.has_stream("s"), lambda: "s" in s, lambda: s.next_seq("s"), lambda: s.stream_info("s"),
-        s.streams, s.flush, s.sync, s.stats, s.verify,
+        lambda: s.append("s", 2),
+        lambda: s.append("new", 2),
+        lambda: s.append_batch("s", [2]),
+        lambda: s.put_blob("s", "k", 2),
+        lambda: s.get("s", 0),
+        lambda: s.scan("s"),
+        lambda: s.read_range("s"),
+        lambda: s.get_blob("s", "k"),
+        lambda: s.has_blob("s", "k"),
+        lambda: s.blob_keys("s"),
+        lambda: s.create_stream("t"),
+        lambda: s.drop_stream("s"),
+        lambda: s.has_stream("s"),
+        lambda: "s" in s,
+        lambda: s.next_seq("s"),
+        lambda: s.stream_info("s"),
+        s.streams,
+        s.flush,
+        s.sync,
+        s.stats,
+        s.verify,
     ]
     for call in calls:
         with pytest.raises(StoreClosedError):
@@ -573,9 +637,14 @@ def test_readonly_store(path: pathlib.Path) -> None:
         assert r.verify().ok
         before = snapshot(r)
         for call in (
-            lambda: r.append("s", 3), lambda: r.append("t", 3), lambda: r.append_batch("s", [3]),
-            lambda: r.put_blob("s", "k", "w"), lambda: r.create_stream("t"), lambda: r.drop_stream("s"),
-            r.flush, r.sync,
+            lambda: r.append("s", 3),
+            lambda: r.append("t", 3),
+            lambda: r.append_batch("s", [3]),
+            lambda: r.put_blob("s", "k", "w"),
+            lambda: r.create_stream("t"),
+            lambda: r.drop_stream("s"),
+            r.flush,
+            r.sync,
         ):
             with pytest.raises(ReadOnlyError):
                 call()

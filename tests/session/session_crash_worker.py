@@ -53,27 +53,61 @@ def command(n: int, states: list[dict[str, Any]]) -> list[tuple[str, tuple[Any, 
     ]
     if n % 3 == 0:
         key = f"rk-{n}"
-        prompt = f"prompt {n} " + "\U0001F600" * (n % 120)  # long ones are cut in the middle of a pair
+        prompt = f"prompt {n} " + "\U0001f600" * (n % 120)  # long ones are cut in the middle of a pair
         cut = prompt.encode("utf-16-le", "surrogatepass")[:400].decode("utf-16-le", "surrogatepass")
-        receipt = {"key": key, "request": {"n": n, "prompt": prompt}, "response": {"content": f"r{n}"},
-                   "timestamp": ts, "durationMs": n % 50}
+        receipt = {
+            "key": key,
+            "request": {"n": n, "prompt": prompt},
+            "response": {"content": f"r{n}"},
+            "timestamp": ts,
+            "durationMs": n % 50,
+        }
         ops += [
-            ("checkpoint", (1, "llm_boundary", state_for(n, states)),
-             {"ts": ts, "type": "checkpoint", "d": 1, "reason": "llm_boundary"}, state_for(n, states)),
-            ("llm_req", (1, "mock-llm", prompt, key),
-             {"ts": ts, "type": "llm_req", "d": 1, "model": "mock-llm", "promptPreview": cut, "receiptKey": key},
-             None),
-            ("llm_resp", (1, f"r{n}", n % 50, key),
-             {"ts": ts, "type": "llm_resp", "d": 1, "valuePreview": f"r{n}", "durationMs": n % 50,
-              "receiptKey": key}, receipt),
+            (
+                "checkpoint",
+                (1, "llm_boundary", state_for(n, states)),
+                {"ts": ts, "type": "checkpoint", "d": 1, "reason": "llm_boundary"},
+                state_for(n, states),
+            ),
+            (
+                "llm_req",
+                (1, "mock-llm", prompt, key),
+                {"ts": ts, "type": "llm_req", "d": 1, "model": "mock-llm", "promptPreview": cut, "receiptKey": key},
+                None,
+            ),
+            (
+                "llm_resp",
+                (1, f"r{n}", n % 50, key),
+                {
+                    "ts": ts,
+                    "type": "llm_resp",
+                    "d": 1,
+                    "valuePreview": f"r{n}",
+                    "durationMs": n % 50,
+                    "receiptKey": key,
+                },
+                receipt,
+            ),
         ]
     if n % 5 == 4:
-        ops.append(("error", (0, f"unbound var v{n}"),
-                    {"ts": ts, "type": "error", "d": 0, "message": f"unbound var v{n}"}, None))
+        ops.append(
+            (
+                "error",
+                (0, f"unbound var v{n}"),
+                {"ts": ts, "type": "error", "d": 0, "message": f"unbound var v{n}"},
+                None,
+            )
+        )
     else:
         ops.append(("result", (str(n),), {"ts": ts, "type": "result", "value": str(n)}, None))
-    ops.append(("checkpoint", (0, "manual", state_for(n + 1, states)),
-                {"ts": ts, "type": "checkpoint", "d": 0, "reason": "manual"}, state_for(n + 1, states)))
+    ops.append(
+        (
+            "checkpoint",
+            (0, "manual", state_for(n + 1, states)),
+            {"ts": ts, "type": "checkpoint", "d": 0, "reason": "manual"},
+            state_for(n + 1, states),
+        )
+    )
     return ops
 
 
@@ -101,8 +135,9 @@ def main(directory: str, states_path: str | None) -> None:
     import engine
 
     states = load_states(states_path)
-    pm = engine.PersistenceManager(engine.SessionPool(4), directory, save_interval=0.01, save_after=6,
-                                   register_atexit=False)
+    pm = engine.PersistenceManager(
+        engine.SessionPool(4), directory, save_interval=0.01, save_after=6, register_atexit=False
+    )
     for name in (SESSION, SIDE):
         if not pm.has_session(name):
             pm.create_session(name)

@@ -67,8 +67,14 @@ def test_the_session_layer_awaited_end_to_end(path: pathlib.Path) -> None:
             a.llm_resp(1, "resp", 4, "rk1", request={"q": 1}, response={"a": 1}, tokens=5, ts=6)
             assert await pm.force_save("a") == 8  # 6 events, a state and a receipt
             assert pm.has_session("a") and not pm.has_session("b")
-            assert [e["type"] for e in await pm.events("a")] == ["input", "step", "result", "checkpoint",
-                                                                 "llm_req", "llm_resp"]
+            assert [e["type"] for e in await pm.events("a")] == [
+                "input",
+                "step",
+                "result",
+                "checkpoint",
+                "llm_req",
+                "llm_resp",
+            ]
             assert await pm.events("a", 1, 2) == [(await pm.events("a"))[1]]
             assert (await pm.checkpoints("a"))[0]["stateId"] == state_id
             assert await pm.get_state("a", state_id) == {"env": [1, 2]}
@@ -146,7 +152,8 @@ def test_recording_never_waits_for_a_save(path: pathlib.Path, monkeypatch: pytes
 
 
 def test_recording_into_an_evicted_session_does_not_wait_for_evictions(
-        path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def main() -> None:
         async with manager(path, size=1) as pm:
             a = await pm.create_session("a")

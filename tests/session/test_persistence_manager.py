@@ -226,7 +226,8 @@ class Gate:
 
 
 def test_force_save_waits_for_a_save_in_progress_then_saves_the_rest(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pm = managers()
     a = pm.create_session("a")
     a.input("first", ts=1)
@@ -251,7 +252,8 @@ def test_force_save_waits_for_a_save_in_progress_then_saves_the_rest(
 
 
 def test_event_recorded_during_a_background_save_is_written_by_the_next(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pm = managers(save_interval=0.02, save_after=1)
     a = pm.create_session("a")
     gate = Gate(pm, monkeypatch)
@@ -317,12 +319,20 @@ def test_thread_recording_while_background_saves_run_loses_nothing(managers: Man
 
 # -------------------------------------------------------------------------- incremental
 def test_save_cost_does_not_grow_with_session_length(
-        managers: Managers, real_states: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, real_states: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     pm = managers()
     a = pm.create_session("a")
     calls = {"write": 0, "read": 0}
-    for meth, kind in (("append_batch", "write"), ("put_blob", "write"), ("get", "read"), ("scan", "read"),
-                       ("get_blob", "read"), ("blob_keys", "read"), ("read_range", "read")):
+    for meth, kind in (
+        ("append_batch", "write"),
+        ("put_blob", "write"),
+        ("get", "read"),
+        ("scan", "read"),
+        ("get_blob", "read"),
+        ("blob_keys", "read"),
+        ("read_range", "read"),
+    ):
         orig = getattr(pm.store, meth)
 
         def counted(*args: Any, _orig: Any = orig, _kind: str = kind, **kw: Any) -> Any:
@@ -348,8 +358,7 @@ def test_save_cost_does_not_grow_with_session_length(
     assert late < state_json / 8, "a save of a nearly identical state must write a small delta"
 
 
-def test_successive_real_states_are_stored_compactly(
-        managers: Managers, real_states: list[dict[str, Any]]) -> None:
+def test_successive_real_states_are_stored_compactly(managers: Managers, real_states: list[dict[str, Any]]) -> None:
     pm = managers()
     a = pm.create_session("a")
     expected: dict[str, Any] = {}
@@ -405,11 +414,19 @@ def test_queries_list_events_checkpoints_states_receipts(managers: Managers) -> 
         assert [e["seq"] for e in pm.events("a", 5)] == [5, 6]
         assert pm.events("a", 7) == [] and pm.events("a", 4, 2) == [] and pm.events("b") == []
         assert [e["seq"] for e in pm.events("a", -3, 1)] == [0]
-        assert pm.checkpoints("a") == [{"seq": 1, "stateId": "state-1", "reason": "llm_boundary"},
-                                       {"seq": 6, "stateId": "state-6", "reason": "manual"}]
+        assert pm.checkpoints("a") == [
+            {"seq": 1, "stateId": "state-1", "reason": "llm_boundary"},
+            {"seq": 6, "stateId": "state-6", "reason": "manual"},
+        ]
         assert pm.get_state("a", "state-1") == {"at": 1} and pm.get_state("a", "state-6") == {"at": 6}
-        assert pm.get_receipt("a", "rk1") == {"key": "rk1", "request": {"q": 1}, "response": {"a": 1},
-                                             "timestamp": 4, "durationMs": 4, "tokens": 5}
+        assert pm.get_receipt("a", "rk1") == {
+            "key": "rk1",
+            "request": {"q": 1},
+            "response": {"a": 1},
+            "timestamp": 4,
+            "durationMs": 4,
+            "tokens": 5,
+        }
     assert len(pm.pool) == 0, "queries must not load whole sessions into the pool"
 
 
@@ -455,8 +472,18 @@ def test_unknown_state_and_receipt_are_clear_errors(managers: Managers) -> None:
         lambda pm: pm.persister("zz"),
         lambda pm: asyncio.run(pm.aload_session("zz")),
     ],
-    ids=["load", "events", "checkpoints", "get_state", "get_receipt", "fork", "save_as", "delete", "persister",
-         "aload"],
+    ids=[
+        "load",
+        "events",
+        "checkpoints",
+        "get_state",
+        "get_receipt",
+        "fork",
+        "save_as",
+        "delete",
+        "persister",
+        "aload",
+    ],
 )
 def test_unknown_session_is_a_clear_error_everywhere(managers: Managers, call: Any) -> None:
     pm = managers()
@@ -485,8 +512,10 @@ def test_fork_shares_the_source_up_to_at_seq(managers: Managers) -> None:
         assert fe[:5] == pm.events("a", 0, 5)
         assert [e["seq"] for e in fe] == list(range(7))
         assert fe[5]["code"] == "(in fork)"
-        assert pm.checkpoints("f") == [{"seq": 1, "stateId": "state-1", "reason": "llm_boundary"},
-                                       {"seq": 6, "stateId": "state-6", "reason": "manual"}]
+        assert pm.checkpoints("f") == [
+            {"seq": 1, "stateId": "state-1", "reason": "llm_boundary"},
+            {"seq": 6, "stateId": "state-6", "reason": "manual"},
+        ]
         assert pm.get_state("f", "state-1") == {"at": 1}
         assert pm.get_state("f", "state-6") == {"fork": True}  # its own, not the source's state-6
         assert pm.get_state("a", "state-6") == {"at": 6}
@@ -560,7 +589,8 @@ def test_fork_of_a_fork(managers: Managers) -> None:
         if reopened:
             pm = managers.reopen(pm)
         assert [pm.get_state("f2", f"state-{i}") for i in range(10)] == (
-            [{"a": i} for i in range(7)] + [{"f1": 0}, {"f1": 1}, {"f2": 0}])
+            [{"a": i} for i in range(7)] + [{"f1": 0}, {"f1": 1}, {"f2": 0}]
+        )
         assert [c["seq"] for c in pm.checkpoints("f2")] == list(range(10))
         assert [c["seq"] for c in pm.checkpoints("f3")] == [0, 1, 2, 3]
         with pytest.raises(UnknownStateError):
@@ -673,7 +703,8 @@ def test_recording_into_a_deleted_sessions_instance_does_not_resurrect_it(manage
 
 
 def test_delete_during_a_save_in_progress_leaves_no_data_behind(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A save of the session in flight when delete() is called must not write
     its events after the deleted session's streams were dropped (which would
     re-create a stream nothing refers to, kept for ever)."""
@@ -724,8 +755,7 @@ BAD_RECORDINGS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_RECORDINGS))
-def test_a_bad_event_is_refused_when_recorded_and_does_not_block_later_saves(
-        managers: Managers, case: str) -> None:
+def test_a_bad_event_is_refused_when_recorded_and_does_not_block_later_saves(managers: Managers, case: str) -> None:
     """Events that could not be stored are refused by the recording method
     (InvalidArgumentError), so they never make every later save of the session
     fail; what is recorded afterwards is saved."""
@@ -788,8 +818,7 @@ class Crash(BaseException):
     """Stands for a SIGKILL at one point of a save."""
 
 
-def _crash_in_save(pm: PersistenceManager, inst: SessionInstance, monkeypatch: pytest.MonkeyPatch,
-                   at: str) -> None:
+def _crash_in_save(pm: PersistenceManager, inst: SessionInstance, monkeypatch: pytest.MonkeyPatch, at: str) -> None:
     """Leave the store exactly as a SIGKILL would leave it just before the save
     appends its first record to stream ``at``: what was written before stays,
     the instance's unsaved changes vanish."""
@@ -808,7 +837,8 @@ def _crash_in_save(pm: PersistenceManager, inst: SessionInstance, monkeypatch: p
 
 
 def test_crash_before_the_events_commit_leaves_nothing_visible(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """States and receipts written by a save whose events never committed are
     not visible: get_receipt returns the receipt recorded earlier under the
     same key, and get_state knows no state of the lost checkpoint."""
@@ -827,7 +857,8 @@ def test_crash_before_the_events_commit_leaves_nothing_visible(
 
 
 def test_crash_between_events_and_checkpoint_entries_is_repaired_for_every_query(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Checkpoint entries a crash left out after the events committed are seen
     by every query, not only after load_session: checkpoints(), list_sessions()
     and the checkpoint count of a fork."""
@@ -845,7 +876,8 @@ def test_crash_between_events_and_checkpoint_entries_is_repaired_for_every_query
 
 # ----------------------------------------------------------------------- lock ordering
 def test_evicting_a_session_while_the_background_saves_it_does_not_deadlock(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """create_session puts the new instance in the pool (which evicts, and so
     saves, a victim) without holding the catalog lock, so a background save of
     the victim, which holds its save_lock and then takes the catalog lock, does
@@ -907,7 +939,8 @@ async def _ticks_while(coro: Any) -> tuple[Any, int]:
 
 @pytest.mark.parametrize("variant", ["asave_session", "asave_dirty_sessions", "aforce_save", "aforce_save_all"])
 def test_async_saves_do_not_block_the_event_loop(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch, variant: str
+) -> None:
     pm = managers()
     a = pm.create_session("a")
     a.input("x", ts=1)
@@ -965,9 +998,15 @@ def test_use_after_shutdown_is_a_clear_error(managers: Managers) -> None:
     a = _populate(pm)
     pm.save_session(a)
     pm.shutdown()
-    for call in (lambda: pm.create_session("new"), lambda: pm.list_sessions(), lambda: pm.events("a"),
-                 lambda: pm.checkpoints("a"), lambda: pm.get_state("a", "state-1"), lambda: pm.delete("a"),
-                 lambda: pm.fork("a", "g", 1)):
+    for call in (
+        lambda: pm.create_session("new"),
+        lambda: pm.list_sessions(),
+        lambda: pm.events("a"),
+        lambda: pm.checkpoints("a"),
+        lambda: pm.get_state("a", "state-1"),
+        lambda: pm.delete("a"),
+        lambda: pm.fork("a", "g", 1),
+    ):
         with pytest.raises(StoreClosedError):
             call()
     with pytest.raises(StoreClosedError, match="'a'"):
@@ -1089,8 +1128,7 @@ def test_every_event_accepted_while_shutting_down_is_saved(managers: Managers) -
 
 
 # ------------------------------------------------------------------------ failed saves
-def _break_store(pm: PersistenceManager, monkeypatch: pytest.MonkeyPatch, *, permanent: bool = True
-                 ) -> dict[str, Any]:
+def _break_store(pm: PersistenceManager, monkeypatch: pytest.MonkeyPatch, *, permanent: bool = True) -> dict[str, Any]:
     """Once ``state["broken"]`` is set, the store's writes fail: as a store that hit a
     full disk (StoreFailedError chained to ENOSPC, for good) or, with ``permanent``
     False, with one OSError ENOSPC. Counts the writes tried and remembers the
@@ -1111,6 +1149,7 @@ def _break_store(pm: PersistenceManager, monkeypatch: pytest.MonkeyPatch, *, per
                         raise enospc
                     raise StoreFailedError(f"write to {store.path} failed: {enospc}; reopen the store") from enospc
             return orig(*args, **kw)
+
         return write
 
     for method in ("append_batch", "put_blob"):
@@ -1128,7 +1167,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def test_recording_stops_right_after_a_background_save_fails(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """When a background save fails because the store refuses writes (a full disk),
     the next recording call of the manager's sessions raises, naming the session
     and chained to the cause, instead of accepting max_pending more changes that
@@ -1167,7 +1207,8 @@ def test_recording_stops_right_after_a_background_save_fails(
 
 
 def test_background_saving_stops_retrying_a_store_that_refuses_writes(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A store that refused a write refuses every later one until reopened: the
     background saver does not retry against it for ever."""
     pm = managers(save_after=1, save_interval=0.05)
@@ -1181,8 +1222,7 @@ def test_background_saving_stops_retrying_a_store_that_refuses_writes(
     assert a.dirty  # the change is kept, not dropped
 
 
-def test_recording_resumes_once_a_retried_save_succeeds(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recording_resumes_once_a_retried_save_succeeds(managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a transient failure the background saver retries; while the session
     is unsaved recording raises, and once the retry succeeds recording goes on,
     with nothing lost."""
@@ -1203,7 +1243,8 @@ def test_recording_resumes_once_a_retried_save_succeeds(
 
 
 def test_a_failed_save_refuses_recording_until_a_save_succeeds(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same for an explicit save: after it failed, recording raises
     SaveFailedError (chained to the failure); a save that succeeds ends that."""
     pm = managers()
@@ -1272,11 +1313,15 @@ def _writes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     orig = persister.IncrementalWriter.write
 
     def write(self: Any, changes: Any) -> int:
-        seen.append({"events": [e["seq"] for e in changes.events],
-                     "states": [int(sid.rsplit("-", 1)[1]) for sid, _ in changes.states],
-                     "state_bytes": sum(len(raw) for _, raw in changes.states),
-                     "receipts": [seq for _key, seq, _r in changes.receipts],
-                     "thread": threading.current_thread()})
+        seen.append(
+            {
+                "events": [e["seq"] for e in changes.events],
+                "states": [int(sid.rsplit("-", 1)[1]) for sid, _ in changes.states],
+                "state_bytes": sum(len(raw) for _, raw in changes.states),
+                "receipts": [seq for _key, seq, _r in changes.receipts],
+                "thread": threading.current_thread(),
+            }
+        )
         return orig(self, changes)
 
     monkeypatch.setattr(persister.IncrementalWriter, "write", write)
@@ -1346,8 +1391,7 @@ def test_a_save_is_written_in_bounded_steps_in_order(managers: Managers, monkeyp
     _check_mixed(managers.reopen(pm), "a", 61)
 
 
-def test_a_state_larger_than_a_step_is_a_step_of_its_own(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_state_larger_than_a_step_is_a_step_of_its_own(managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
     pm = managers(step_bytes=1000)
     a = pm.create_session("a")
     a.input("x", ts=0)
@@ -1383,7 +1427,8 @@ def test_take_changes_hands_over_the_oldest_events_with_their_states_and_receipt
 
 
 def test_a_background_save_runs_in_bounded_steps_in_the_saver_thread(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pm = managers(save_after=1000, step_events=6, step_bytes=2500, save_interval=0.2)
     writes = _writes(monkeypatch)
     a = pm.create_session("a")
@@ -1435,7 +1480,8 @@ def test_the_background_saver_saves_between_commands(managers: Managers) -> None
 
 
 def test_a_recording_thread_hands_the_saver_a_step_instead_of_saving_itself(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Once a session has yield_after unsaved events while recording goes on, the
     recording thread hands the GIL to the saver for one step of it and waits for it:
     the session's changes stay bounded, and the recording thread writes nothing."""
@@ -1454,7 +1500,8 @@ def test_a_recording_thread_hands_the_saver_a_step_instead_of_saving_itself(
 
 
 def test_backpressure_bounds_pending_changes_when_the_saver_is_stuck(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """While the background saver cannot save (stuck, say, behind a slow disk), a
     recording thread waits for it at most handoff_timeout_s once, goes on, and at
     max_pending unsaved changes saves the session itself: memory stays bounded and
@@ -1493,13 +1540,13 @@ def test_backpressure_bounds_pending_changes_when_the_saver_is_stuck(
     assert [e["code"] for e in pm.events("a")] == [f"code {i}" for i in range(300)]
 
 
-def test_nothing_is_lost_or_reordered_while_steps_hand_offs_and_explicit_saves_interleave(
-        managers: Managers) -> None:
+def test_nothing_is_lost_or_reordered_while_steps_hand_offs_and_explicit_saves_interleave(managers: Managers) -> None:
     """Threads recording flat out into their sessions, with the background saver,
     hand-offs and backpressure all writing steps, while another thread forces saves
     and reads: every event, state and receipt is stored, in order, once."""
-    pm = managers(size=16, save_after=8, yield_after=16, max_pending=64, step_events=5, step_bytes=3000,
-                  save_interval=0.005)
+    pm = managers(
+        size=16, save_after=8, yield_after=16, max_pending=64, step_events=5, step_bytes=3000, save_interval=0.005
+    )
     names = [f"s{i}" for i in range(4)]
     sessions = {name: pm.create_session(name) for name in names}
     n = 700
@@ -1612,7 +1659,8 @@ def test_after_a_step_the_age_of_the_oldest_change_left_is_kept() -> None:
 
 
 def test_steps_written_in_one_write_are_put_back_when_that_write_fails(
-        managers: Managers, monkeypatch: pytest.MonkeyPatch) -> None:
+    managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The steps of a save reach the OS in one write at its end; when that write fails
     none of them is stored, so all their changes are pending again, in order, and the
     manager's sessions refuse new events."""

@@ -16,8 +16,9 @@ SEG = 8192
 
 
 def pm_at(path: Path) -> PersistenceManager:
-    return PersistenceManager(SessionPool(16), path, save_interval=60.0, register_atexit=False,
-                              store_options={"segment_bytes": SEG})
+    return PersistenceManager(
+        SessionPool(16), path, save_interval=60.0, register_atexit=False, store_options={"segment_bytes": SEG}
+    )
 
 
 def command(s: SessionInstance, n: int, receipt: str | None = None) -> None:
@@ -70,10 +71,13 @@ def test_forks_keep_what_they_share_through_deletion_and_compaction(tmp_path: Pa
     for n in range(3):
         command(grandchild, 200 + n, receipt="shared")
     pm.force_save()
-    before = {name: snapshot(pm, name, ["shared", "own"] if name != "parent" else ["shared"])
-              for name in ("child", "grandchild")}
-    assert before["child"]["receipts"]["shared"] != pm.get_receipt("parent", "shared"), \
+    before = {
+        name: snapshot(pm, name, ["shared", "own"] if name != "parent" else ["shared"])
+        for name in ("child", "grandchild")
+    }
+    assert before["child"]["receipts"]["shared"] != pm.get_receipt("parent", "shared"), (
         "the fork sees the receipt version before its fork point"
+    )
     pm.delete("parent")
     for n in range(30):  # other sessions come and go, so that segments seal and hold garbage
         other = pm.create_session(f"other-{n}")

@@ -154,8 +154,9 @@ def test_sigkill_loses_no_acked_command(tmp_path: pathlib.Path, crash_seed: int,
     for k in range(kills):
         delay = rng.choice([0.0, 0.002, 0.01]) if k % 4 == 0 else rng.uniform(0.0, 0.25)
         first, got = run_child(store, delay)
-        assert first == (max(acked) + 1 if acked else 0) or first not in acked, \
+        assert first == (max(acked) + 1 if acked else 0) or first not in acked, (
             f"run {k} restarted at command {first}, which was acked already"
+        )
         acked.update(got)
         try:
             # States of the last command before the kill are read again: it may have been cut short.

@@ -66,8 +66,7 @@ def test_new_instance_metadata_and_clean_state() -> None:
     assert meta["name"] == "s1"
     assert meta["id"] == "s1"  # the header id defaults to the name
     assert meta["event_count"] == 0 and meta["checkpoint_count"] == 0 and meta["size_on_disk"] == 0
-    assert set(meta) == {"name", "id", "created", "last_accessed", "event_count", "checkpoint_count",
-                         "size_on_disk"}
+    assert set(meta) == {"name", "id", "created", "last_accessed", "event_count", "checkpoint_count", "size_on_disk"}
     # created like JavaScript's toISOString(): 2026-11-24T06:40:15.157Z
     assert len(meta["created"]) == 24 and meta["created"][10] == "T" and meta["created"].endswith("Z")
     assert meta["created"][19] == "." and meta["created"][20:23].isdigit()
@@ -76,8 +75,9 @@ def test_new_instance_metadata_and_clean_state() -> None:
 
 
 def test_explicit_header_and_counts_are_kept() -> None:
-    inst = SessionInstance("saved-x", "current", "2026-11-24T06:40:15.157Z",
-                           event_count=12, checkpoint_count=3, size_on_disk=999)
+    inst = SessionInstance(
+        "saved-x", "current", "2026-11-24T06:40:15.157Z", event_count=12, checkpoint_count=3, size_on_disk=999
+    )
     assert (inst.name, inst.id, inst.created) == ("saved-x", "current", "2026-11-24T06:40:15.157Z")
     assert inst.input("(x)", ts=1) == 12  # numbering continues from the stored count
     sid = inst.checkpoint(0, "manual", {}, ts=2)
@@ -106,14 +106,40 @@ def test_every_event_type_has_the_legacy_key_order_and_values() -> None:
     by_type = {e["type"]: e for e in events}
     assert by_type["input"]["code"] == "(+ 1 2)"
     assert by_type["step"] == {"seq": 1, "ts": 101, "type": "step", "d": 0, "ctrl": "(+ 1 2)"}
-    assert by_type["checkpoint"] == {"seq": 2, "ts": 102, "type": "checkpoint", "d": 0, "reason": "manual",
-                                     "stateId": "state-2"}
-    assert by_type["llm_req"] == {"seq": 3, "ts": 103, "type": "llm_req", "d": 1, "model": "mock-llm",
-                                  "promptPreview": "prompt", "receiptKey": "rk"}
-    assert by_type["llm_resp"] == {"seq": 4, "ts": 104, "type": "llm_resp", "d": 1, "valuePreview": "answer",
-                                   "durationMs": 7, "receiptKey": "rk"}
-    assert by_type["effect"] == {"seq": 5, "ts": 105, "type": "effect", "d": 1, "op": "infer.op",
-                                 "argsPreview": "[args]"}
+    assert by_type["checkpoint"] == {
+        "seq": 2,
+        "ts": 102,
+        "type": "checkpoint",
+        "d": 0,
+        "reason": "manual",
+        "stateId": "state-2",
+    }
+    assert by_type["llm_req"] == {
+        "seq": 3,
+        "ts": 103,
+        "type": "llm_req",
+        "d": 1,
+        "model": "mock-llm",
+        "promptPreview": "prompt",
+        "receiptKey": "rk",
+    }
+    assert by_type["llm_resp"] == {
+        "seq": 4,
+        "ts": 104,
+        "type": "llm_resp",
+        "d": 1,
+        "valuePreview": "answer",
+        "durationMs": 7,
+        "receiptKey": "rk",
+    }
+    assert by_type["effect"] == {
+        "seq": 5,
+        "ts": 105,
+        "type": "effect",
+        "d": 1,
+        "op": "infer.op",
+        "argsPreview": "[args]",
+    }
     assert by_type["resume"] == {"seq": 6, "ts": 106, "type": "resume", "d": 1, "valuePreview": "value"}
     assert by_type["result"] == {"seq": 7, "ts": 107, "type": "result", "value": "3"}
     assert by_type["error"] == {"seq": 8, "ts": 108, "type": "error", "d": 0, "message": "boom"}
@@ -141,8 +167,13 @@ def test_llm_resp_receipt_content_and_key_order() -> None:
     assert [(k, seq) for k, seq, _ in changes.receipts] == [("key-1", 0), ("key-2", 1)]
     r1, r2 = (r for _, _, r in changes.receipts)
     assert list(r1) == ["key", "request", "response", "timestamp", "durationMs"]
-    assert r1 == {"key": "key-1", "request": {"op": "x"}, "response": {"content": "y"}, "timestamp": 50,
-                  "durationMs": 9}  # timestamp defaults to the event's ts
+    assert r1 == {
+        "key": "key-1",
+        "request": {"op": "x"},
+        "response": {"content": "y"},
+        "timestamp": 50,
+        "durationMs": 9,
+    }  # timestamp defaults to the event's ts
     assert list(r2) == ["key", "request", "response", "timestamp", "durationMs", "tokens"]
     assert r2["timestamp"] == 77 and r2["tokens"] == 12
 
@@ -205,7 +236,7 @@ def _preview_of(field: str, text: str) -> str:
 
 @pytest.mark.parametrize("field", sorted(PREVIEW_FIELDS))
 def test_preview_emoji_at_unit_199_leaves_a_lone_surrogate(field: str) -> None:
-    text = "a" * 199 + "\U0001F600" + "tail"
+    text = "a" * 199 + "\U0001f600" + "tail"
     got = _preview_of(field, text)
     assert got == "a" * 199 + "\ud83d"  # JavaScript's slice(0, 200)
     assert utf16_units(got) == 200
@@ -218,9 +249,9 @@ def test_preview_emoji_at_unit_199_leaves_a_lone_surrogate(field: str) -> None:
         ("x" * 200, "x" * 200),
         ("x" * 201, "x" * 200),
         ("é" * 300, "é" * 200),  # BMP: one unit each
-        ("\U0001F600" * 100, "\U0001F600" * 100),  # exactly 200 units
-        ("\U0001F600" * 150, "\U0001F600" * 100),
-        ("b" + "\U0001F600" * 120, "b" + "\U0001F600" * 99 + "\ud83d"),
+        ("\U0001f600" * 100, "\U0001f600" * 100),  # exactly 200 units
+        ("\U0001f600" * 150, "\U0001f600" * 100),
+        ("b" + "\U0001f600" * 120, "b" + "\U0001f600" * 99 + "\ud83d"),
         ("", ""),
     ],
 )
@@ -338,8 +369,7 @@ BAD_CALLS: dict[str, Any] = {
     "llm_resp timestamp str": lambda i: i.llm_resp(0, "v", 1, "k", request=1, response=2, timestamp="t", ts=1),
     "llm_resp request object": lambda i: i.llm_resp(0, "v", 1, "k", request=Unencodable(), response=2, ts=1),
     "llm_resp response object": lambda i: i.llm_resp(0, "v", 1, "k", request=1, response=Unencodable(), ts=1),
-    "llm_resp tokens object": lambda i: i.llm_resp(0, "v", 1, "k", request=1, response=2,
-                                                   tokens=Unencodable(), ts=1),
+    "llm_resp tokens object": lambda i: i.llm_resp(0, "v", 1, "k", request=1, response=2, tokens=Unencodable(), ts=1),
     "effect op None": lambda i: i.effect(0, None, "a", ts=1),
     "effect args list": lambda i: i.effect(0, "op", ["a"], ts=1),
     "resume value int": lambda i: i.resume(0, 3, ts=1),
@@ -378,8 +408,7 @@ def test_unencodable_state_raises_encode_error() -> None:
         pytest.param(lambda i: i.input("x", ts=1 << 70), id="ts-too-big"),
         pytest.param(lambda i: i.input("x", ts=-(1 << 70)), id="ts-too-negative"),
         pytest.param(lambda i: i.step(1 << 64, "c", ts=1), id="d-too-big"),
-        pytest.param(lambda i: i.llm_resp(0, "v", 1 << 65, "k", request=1, response=2, ts=1),
-                     id="durationMs-too-big"),
+        pytest.param(lambda i: i.llm_resp(0, "v", 1 << 65, "k", request=1, response=2, ts=1), id="durationMs-too-big"),
     ],
 )
 def test_integers_msgpack_cannot_store_are_rejected_when_recorded(call: Any) -> None:
@@ -392,8 +421,25 @@ def test_integers_msgpack_cannot_store_are_rejected_when_recorded(call: Any) -> 
     assert not inst.dirty and inst.event_count == 0
 
 
-BAD_NAMES = ["", ".", "..", "a/b", "/abs", "a\\b", "..\\x", "../etc", "a\x00b", "tab\there", "nl\n", "del\x7f",
-             "x" * 201, "\ud800", 5, None, b"bytes"]
+BAD_NAMES = [
+    "",
+    ".",
+    "..",
+    "a/b",
+    "/abs",
+    "a\\b",
+    "..\\x",
+    "../etc",
+    "a\x00b",
+    "tab\there",
+    "nl\n",
+    "del\x7f",
+    "x" * 201,
+    "\ud800",
+    5,
+    None,
+    b"bytes",
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
@@ -422,8 +468,17 @@ def _replay(inst: SessionInstance, lines: list[dict[str, Any]], index: dict[str,
             inst.llm_req(e["d"], e["model"], e["promptPreview"], e["receiptKey"], ts=e["ts"])
         elif t == "llm_resp":
             r = index["receipts"][e["receiptKey"]]
-            inst.llm_resp(e["d"], e["valuePreview"], e["durationMs"], e["receiptKey"], request=r["request"],
-                          response=r["response"], timestamp=r["timestamp"], tokens=e.get("tokens"), ts=e["ts"])
+            inst.llm_resp(
+                e["d"],
+                e["valuePreview"],
+                e["durationMs"],
+                e["receiptKey"],
+                request=r["request"],
+                response=r["response"],
+                timestamp=r["timestamp"],
+                tokens=e.get("tokens"),
+                ts=e["ts"],
+            )
         elif t == "effect":
             inst.effect(e["d"], e["op"], e["argsPreview"], ts=e["ts"])
         elif t == "resume":
@@ -444,7 +499,8 @@ SAMPLE_SESSIONS = [
 
 @pytest.mark.parametrize(("folder", "stem"), SAMPLE_SESSIONS)
 def test_replaying_a_real_legacy_session_reproduces_its_lines_and_index(
-        tmp_path: pathlib.Path, folder: str, stem: str) -> None:
+    tmp_path: pathlib.Path, folder: str, stem: str
+) -> None:
     base = SAMPLES / folder / "sessions"
     if not base.is_dir():
         pytest.skip(f"legacy samples not found at {SAMPLES}")
@@ -470,8 +526,7 @@ def test_replaying_a_real_legacy_session_reproduces_its_lines_and_index(
         assert events == lines
         for e, line in zip(events, raw_lines[1:], strict=True):
             assert json.dumps(e, separators=(",", ":"), ensure_ascii=False) == line  # key order kept
-        assert pm.checkpoints(stem) == [{k: c[k] for k in ("seq", "stateId", "reason")}
-                                        for c in index["checkpoints"]]
+        assert pm.checkpoints(stem) == [{k: c[k] for k in ("seq", "stateId", "reason")} for c in index["checkpoints"]]
         for sid, state in index["states"].items():
             assert pm.get_state(stem, sid) == state
         for key, receipt in index["receipts"].items():
@@ -488,7 +543,7 @@ def test_lone_surrogate_preview_survives_save_and_reopen(tmp_path: pathlib.Path)
     pm = PersistenceManager(SessionPool(4), tmp_path / "store", register_atexit=False, save_interval=60)
     try:
         inst = pm.create_session("s")
-        inst.llm_req(0, "m", "p" * 199 + "\U0001F600" + "rest", "k", ts=1)
+        inst.llm_req(0, "m", "p" * 199 + "\U0001f600" + "rest", "k", ts=1)
         inst.result("half \udc00 pair", ts=2)
         pm.shutdown()
         pm = PersistenceManager(SessionPool(4), tmp_path / "store", register_atexit=False, save_interval=60)

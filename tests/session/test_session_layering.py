@@ -64,8 +64,12 @@ def test_layout_names_every_stream_and_blob_the_session_layer_writes(managers: M
     assert seen_streams <= {s for uid in uids for s in layout.session_streams(uid)}
     a_uid = catalog.uid("a")
     keys = set(store.blob_keys(layout.ev_stream(a_uid)))
-    assert keys == {layout.state_key("state-1"), layout.state_key("state-4"), layout.receipt_key("K"),
-                    layout.receipt_version_key("K", 2)}
+    assert keys == {
+        layout.state_key("state-1"),
+        layout.state_key("state-4"),
+        layout.receipt_key("K"),
+        layout.receipt_version_key("K", 2),
+    }
     assert not store.has_stream(layout.cp_stream(a_uid)) or store.blob_keys(layout.cp_stream(a_uid)) == []
     cat_keys = store.blob_keys(layout.CATALOG)
     named = dict((name, key) for key, name in layout.name_keys(cat_keys))
@@ -90,11 +94,14 @@ def test_layout_is_the_only_place_that_spells_a_stream_name_or_blob_key() -> Non
 
 
 # ------------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("name, bases", [
-    ("UnknownStateError", (errors.BlobNotFoundError,)),
-    ("UnknownReceiptError", (errors.BlobNotFoundError,)),
-    ("LegacyFormatError", (errors.SeglogError, ValueError)),
-])
+@pytest.mark.parametrize(
+    "name, bases",
+    [
+        ("UnknownStateError", (errors.BlobNotFoundError,)),
+        ("UnknownReceiptError", (errors.BlobNotFoundError,)),
+        ("LegacyFormatError", (errors.SeglogError, ValueError)),
+    ],
+)
 def test_every_error_class_lives_in_engine_errors(name: str, bases: tuple[type, ...]) -> None:
     cls = getattr(errors, name)
     assert cls.__module__ == "engine.errors"
@@ -106,8 +113,10 @@ def test_every_error_class_lives_in_engine_errors(name: str, bases: tuple[type, 
 def test_no_module_of_the_session_layer_defines_an_exception() -> None:
     for path in sorted(SESSION.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ClassDef) and (node.name.endswith("Error") or any(
-                    isinstance(b, ast.Name) and b.id.endswith(("Error", "Exception")) for b in node.bases)):
+            if isinstance(node, ast.ClassDef) and (
+                node.name.endswith("Error")
+                or any(isinstance(b, ast.Name) and b.id.endswith(("Error", "Exception")) for b in node.bases)
+            ):
                 pytest.fail(f"{path.name}:{node.lineno} defines {node.name}; error classes belong in engine.errors")
 
 
@@ -140,11 +149,14 @@ def test_session_names_are_checked_by_the_engines_check_name(monkeypatch: pytest
 
 
 # -------------------------------------------------------------------- removed entry points
-@pytest.mark.parametrize("owner, attr", [
-    (schema, "validate_event"),
-    (SessionPool, "names"),
-    (PersistenceManager, "get_session"),
-])
+@pytest.mark.parametrize(
+    "owner, attr",
+    [
+        (schema, "validate_event"),
+        (SessionPool, "names"),
+        (PersistenceManager, "get_session"),
+    ],
+)
 def test_removed_entry_points_stay_removed(owner: Any, attr: str) -> None:
     assert not hasattr(owner, attr)
 
@@ -176,9 +188,11 @@ def test_nothing_in_engine_imports_compat() -> None:
 
 
 def test_the_demo_runs_without_compat(tmp_path: Path) -> None:
-    script = ("import sys; sys.modules['compat'] = None\n"
-              "from engine import demo\n"
-              "raise SystemExit(demo.main(['--sessions', '2', '--commands', '4']))\n")
+    script = (
+        "import sys; sys.modules['compat'] = None\n"
+        "from engine import demo\n"
+        "raise SystemExit(demo.main(['--sessions', '2', '--commands', '4']))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "legacy files:" in proc.stdout and "python -m compat materialize" in proc.stdout

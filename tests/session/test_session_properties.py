@@ -52,13 +52,24 @@ STEP_TIMEOUT = 5  # seconds; far more than any step needs
 texts = st.text(st.characters(exclude_categories=()), max_size=6)  # lone surrogates included
 states = st.one_of(
     st.integers(-(2**63), 2**64 - 1),
-    st.dictionaries(st.sampled_from(["env", "kont", "n", "xs"]),
-                    st.one_of(st.integers(0, 9), texts, st.lists(st.integers(0, 3), max_size=3)), max_size=4),
+    st.dictionaries(
+        st.sampled_from(["env", "kont", "n", "xs"]),
+        st.one_of(st.integers(0, 9), texts, st.lists(st.integers(0, 3), max_size=3)),
+        max_size=4,
+    ),
 )
 
 
-ops = st.tuples(st.sampled_from(KINDS), st.integers(0, 3), texts, st.sampled_from(KEYS), st.sampled_from(REASONS),
-                states, st.one_of(st.none(), st.integers(0, 100)), st.one_of(st.none(), texts))
+ops = st.tuples(
+    st.sampled_from(KINDS),
+    st.integers(0, 3),
+    texts,
+    st.sampled_from(KEYS),
+    st.sampled_from(REASONS),
+    states,
+    st.one_of(st.none(), st.integers(0, 100)),
+    st.one_of(st.none(), texts),
+)
 
 
 class Hang(BaseException):
@@ -98,8 +109,9 @@ class SessionMachine(RuleBasedStateMachine):
         # With background saves every few ms, or none (then evictions, explicit
         # saves and reopen are what writes, and evicted sessions are dirty).
         interval, after = (0.003, 3) if self.background else (3600.0, 10**6)
-        return PersistenceManager(SessionPool(2), self.dir, save_interval=interval, save_after=after,
-                                  register_atexit=False)
+        return PersistenceManager(
+            SessionPool(2), self.dir, save_interval=interval, save_after=after, register_atexit=False
+        )
 
     def _arm(self) -> None:
         signal.alarm(STEP_TIMEOUT)
@@ -148,9 +160,14 @@ class SessionMachine(RuleBasedStateMachine):
         """Every operation on a session that does not exist is a clear error."""
         if name in self.model:
             return
-        for call in (lambda: self.pm.load_session(name), lambda: self.pm.save_session(name),
-                     lambda: self.pm.events(name), lambda: self.pm.fork(name, "never", -1),
-                     lambda: self.pm.save_as(name, "never"), lambda: self.pm.delete(name)):
+        for call in (
+            lambda: self.pm.load_session(name),
+            lambda: self.pm.save_session(name),
+            lambda: self.pm.events(name),
+            lambda: self.pm.fork(name, "never", -1),
+            lambda: self.pm.save_as(name, "never"),
+            lambda: self.pm.delete(name),
+        ):
             with pytest.raises(UnknownSessionError):
                 self._guard(call)
 
@@ -167,8 +184,18 @@ class SessionMachine(RuleBasedStateMachine):
     record_more = record
     record_even_more = record
 
-    def _record(self, name: str, kind: str, d: int, text: str, key: str, reason: str, state: Any,
-                tokens: int | None, stack: str | None) -> None:
+    def _record(
+        self,
+        name: str,
+        kind: str,
+        d: int,
+        text: str,
+        key: str,
+        reason: str,
+        state: Any,
+        tokens: int | None,
+        stack: str | None,
+    ) -> None:
         inst = self.pm.load_session(name)
         entries = self.model[name]
         seq = len(entries)
@@ -193,14 +220,12 @@ class SessionMachine(RuleBasedStateMachine):
             got = inst.llm_req(d, "model", text, key, ts=ts)
             event = {**head, "d": d, "model": "model", "promptPreview": text, "receiptKey": key}
         elif kind == "llm_resp":
-            got = inst.llm_resp(d, text, seq, key, request={"p": text}, response=[seq, text], tokens=tokens,
-                                ts=ts)
+            got = inst.llm_resp(d, text, seq, key, request={"p": text}, response=[seq, text], tokens=tokens, ts=ts)
             event = {**head, "d": d, "valuePreview": text}
             if tokens is not None:
                 event["tokens"] = tokens
             event.update(durationMs=seq, receiptKey=key)
-            payload = {"key": key, "request": {"p": text}, "response": [seq, text], "timestamp": ts,
-                       "durationMs": seq}
+            payload = {"key": key, "request": {"p": text}, "response": [seq, text], "timestamp": ts, "durationMs": seq}
             if tokens is not None:
                 payload["tokens"] = tokens
         elif kind == "effect":
@@ -306,8 +331,7 @@ class SessionMachine(RuleBasedStateMachine):
             lo = which % len(events)
             assert pm.events(name, lo, lo + 2) == events[lo : lo + 2]
         cps = [e.event for e in entries if e.event["type"] == "checkpoint"]
-        assert pm.checkpoints(name) == [{"seq": c["seq"], "stateId": c["stateId"], "reason": c["reason"]}
-                                        for c in cps]
+        assert pm.checkpoints(name) == [{"seq": c["seq"], "stateId": c["stateId"], "reason": c["reason"]} for c in cps]
         for e in entries:
             if e.event["type"] == "checkpoint":
                 assert pm.get_state(name, e.event["stateId"]) == e.payload

@@ -25,8 +25,9 @@ SEG = 8192
 
 
 def pm_at(path: Path) -> PersistenceManager:
-    return PersistenceManager(SessionPool(16), path, save_interval=60.0, register_atexit=False,
-                              store_options={"segment_bytes": SEG})
+    return PersistenceManager(
+        SessionPool(16), path, save_interval=60.0, register_atexit=False, store_options={"segment_bytes": SEG}
+    )
 
 
 def command(s: SessionInstance, n: int, receipt: str | None = None) -> None:
@@ -134,8 +135,7 @@ def test_a_deleted_parent_gives_back_what_its_fork_does_not_reach(tmp_path: Path
     assert not orphans(pm)
     pm.shutdown()
     after = seg_bytes(path)
-    print(f"\nsegment bytes: {full} before the deletion, {after} after the trim and one pass "
-          f"({after / full:.2f}x)")
+    print(f"\nsegment bytes: {full} before the deletion, {after} after the trim and one pass ({after / full:.2f}x)")
     assert after < 0.5 * full, (full, after)
 
     pm = pm_at(path)
@@ -272,6 +272,7 @@ def crash_at(pm: PersistenceManager, nth: int | None, calls: list[str]) -> Itera
                 raise Crash(f"{name} {args[0]!r}")
             calls.append(f"{name} {args[0]}")
             return fn(*args, **kwargs)
+
         return call
 
     for name, fn in originals.items():
@@ -343,8 +344,7 @@ def test_a_crash_at_any_step_of_the_trim(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("when", ["before the switch", "after the switch"])
-def test_orphans_of_an_unfinished_trim_are_dropped(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+def test_orphans_of_an_unfinished_trim_are_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
     """A crash just before the meta switch leaves the new streams as orphans, and reads
     go on from the old ones; just after it, the old streams are the orphans."""
     monkeypatch.setattr(SessionCatalog, "trim_min_events", 16)
@@ -383,7 +383,8 @@ def test_orphans_of_an_unfinished_trim_are_dropped(
 
 @pytest.mark.parametrize("method", ["next_seq", "scan", "get_blob"])
 def test_a_read_racing_with_the_trim_reads_the_new_streams(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
     """The trim switches and drops the parent's streams between a read of the fork
     choosing them and reading them: the read goes on from the new ones."""
     monkeypatch.setattr(SessionCatalog, "trim_min_events", 10**9)
@@ -482,8 +483,14 @@ def test_a_small_deleted_parent_is_not_copied(tmp_path: Path) -> None:
 def test_layout_names_of_generations() -> None:
     assert layout.ev_stream("ab12") == "ev/ab12" and layout.cp_stream("ab12", 0) == "cp/ab12"
     assert layout.session_streams("ab12", 3) == ("ev/ab12.3", "cp/ab12.3")
-    for stream, owner in [("ev/ab12", ("ab12", 0)), ("cp/ab12.3", ("ab12", 3)), ("ev/ab12.03", ("ab12.03", 0)),
-                          ("catalog", None), ("ev/", None), ("other", None)]:
+    for stream, owner in [
+        ("ev/ab12", ("ab12", 0)),
+        ("cp/ab12.3", ("ab12", 3)),
+        ("ev/ab12.03", ("ab12.03", 0)),
+        ("catalog", None),
+        ("ev/", None),
+        ("other", None),
+    ]:
         assert layout.stream_generation(stream) == owner, stream
     assert layout.split_receipt_version("k@12") == ("k", 12)
     assert layout.split_receipt_version("k@-1") == ("k", -1)

@@ -13,9 +13,17 @@ from engine.session.values import js_integer_text, js_numbers
 JS_BIG = 123456789012345680000  # what JavaScript prints for 1.2345678901234568e20
 
 
-@pytest.mark.parametrize(("x", "text"), [(1e20, "100000000000000000000"), (1.2345678901234568e20, str(JS_BIG)),
-                                         (18446744073709552000.0, "18446744073709552000"), (-5e20, "-500000000000000000000"),
-                                         (0.0, "0"), (9007199254740993.0, "9007199254740992")])
+@pytest.mark.parametrize(
+    ("x", "text"),
+    [
+        (1e20, "100000000000000000000"),
+        (1.2345678901234568e20, str(JS_BIG)),
+        (18446744073709552000.0, "18446744073709552000"),
+        (-5e20, "-500000000000000000000"),
+        (0.0, "0"),
+        (9007199254740993.0, "9007199254740992"),
+    ],
+)
 def test_js_integer_text(x: float, text: str) -> None:
     assert js_integer_text(x) == text
 
