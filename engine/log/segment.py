@@ -1,10 +1,15 @@
 """LogSegment: one segment file, its header, appends, reads and scans.
 
 Records are read with ``pread``: scans in 1 MiB windows, and the first read of
-a record (which verifies its checksum). Point reads of an event of a sealed
-segment, once its record is verified, slice a read-only map of the segment
-(madvised random, so the kernel reads no more than the pages touched): a
-system call per read is most of a point read's cost. The pages such reads touch
+a record (which verifies its checksum). Point reads of an event, once its
+record is verified, slice a read-only map of the segment (madvised random, so
+the kernel reads no more than the pages touched): a system call per read is
+most of a point read's cost. A sealed segment is mapped whole. The writer's
+active segment is mapped up to what was handed to the OS, and mapped again
+each time it grew by ``_REMAP_STEP``; reads past the map's end ``pread``. (Only
+the writer maps an active segment: it alone could truncate one, and only when
+it opens the store, before any map. A map never covers bytes past the end of
+the file, so no read of it faults.) The pages such reads touch
 count in the process's resident memory until the kernel needs them back (they
 are clean file pages); scans never map, so reading a whole store does not grow
 it. The offset indexes are mapped.
@@ -43,6 +48,8 @@ log = logging.getLogger(__name__)
 _SCAN_WINDOW = 1 << 20
 # Verified EVENTS records whose header fields and offset table are kept, per segment.
 _RECORD_CACHE_LIMIT = 1 << 16
+# The writer's active segment is mapped again once it grew this much past its map.
+_REMAP_STEP = 1 << 20
 _U32 = U32
 _fast_unpack = codec.fast_unpack
 
@@ -66,7 +73,12 @@ class LogSegment:
         self.writable = writable
         #: Sealed: never written again, so point reads may map it (see ``event``).
         self.sealed = False
+        #: A read-only map of the file's first ``mapped_end`` bytes, or None (then 0).
+        #: A map replaced by a longer one is not closed: a reader may be slicing it,
+        #: and it closes when the last reference goes.
         self.mapped: mmap.mmap | None = None
+        self.mapped_end = 0
+        self._unmappable = False
         self.max_record_bytes = max_record_bytes
         #: offset -> (stream id, first seq, count, flags, event bounds, payload's file offset)
         #: of verified EVENTS records: records never change once written, so each is
@@ -119,6 +131,7 @@ class LogSegment:
             with contextlib.suppress(BufferError):
                 self.mapped.close()
             self.mapped = None
+            self.mapped_end = 0
         if self._fd >= 0:
             fileio.close(self._fd)
             self._fd = -1
@@ -190,9 +203,9 @@ class LogSegment:
             return self.read(offset).event(i, self.max_record_bytes)
         start = region + bounds[i]
         end = region + bounds[i + 1]
-        m = self.mapped
-        if m is None and self.sealed:
-            m = self._map_now()
+        # mapped_end before mapped: _map_now stores them in the other order, so
+        # the map read here covers at least the end read here.
+        m = self._map_now(end) if end > self.mapped_end else self.mapped
         try:
             if m is not None:
                 return _fast_unpack(m[start:end])
@@ -200,19 +213,26 @@ class LogSegment:
         except Exception as exc:
             raise CorruptionError(f"event {i} does not decode: {exc}", self.path, offset) from exc
 
-    def _map_now(self) -> mmap.mmap | None:
-        """Point reads of a sealed segment slice a read-only map (no system call per
-        read; the kernel is told reads are random, so it does not read ahead).
-        Scans and first reads of a record (which verify its checksum) use pread."""
+    def _map_now(self, end: int) -> mmap.mmap | None:
+        """A map that covers ``end``, made now if the segment may be mapped (see the
+        module's docstring), or None: then the read is a ``pread``. Point reads slice
+        it (no system call per read; the kernel is told reads are random, so it does
+        not read ahead). Scans and first reads of a record (which verify its
+        checksum) use pread."""
+        size = self.size
+        if self._unmappable or end > size:
+            return None
+        if not (self.sealed or (self.writable and size - self.mapped_end >= _REMAP_STEP)):
+            return self.mapped if end <= self.mapped_end else None
         try:
-            m = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ)
+            m = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
         except (OSError, ValueError):
-            self.sealed = False  # cannot map (an empty or odd file): pread it is
+            self._unmappable = True  # an empty or odd file: pread it is
             return None
         if hasattr(m, "madvise") and hasattr(mmap, "MADV_RANDOM"):
             with contextlib.suppress(OSError):
                 m.madvise(mmap.MADV_RANDOM)
-        self.mapped = m
+        self.mapped, self.mapped_end = m, size
         return m
 
     def _event_info(self, offset: int) -> tuple[int, int, int, int, array[int], int]:

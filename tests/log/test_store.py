@@ -794,6 +794,58 @@ def test_relaxed_mode_read_your_writes(path: pathlib.Path) -> None:
         assert s.get_blob("s", "k") == "v2"
 
 
+def _grown_event(stream: int, seq: int) -> dict[str, Any]:
+    pad = random.Random(stream * 1_000_003 + seq).randbytes(300 + (stream * 7 + seq) % 200).hex()
+    return {"s": stream, "q": seq, "pad": pad}  # hex of random bytes: LZ4 leaves it as it is
+
+
+@pytest.mark.parametrize("durability", ["process", "relaxed"])
+def test_point_reads_of_the_active_segment_while_it_grows(path: pathlib.Path, durability: str) -> None:
+    """The writer's active segment is read through maps made again as it grows
+    (several MiB here): every event, new or old, read while appends go on in
+    another thread, is the one appended, through a roll as well."""
+    n_streams, per_stream = 4, 2500  # ~10 MiB of events: maps remade about every MiB
+    with engine.open(path, durability=durability, segment_bytes=8 << 20, flush_interval=60) as s:
+        names = [f"s{k}" for k in range(n_streams)]
+        for k, name in enumerate(names):
+            s.append(name, _grown_event(k, 0))
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            rng = random.Random(5)
+            try:
+                while not done.is_set():
+                    k = rng.randrange(n_streams)
+                    top = s.next_seq(names[k])
+                    for q in (top - 1, rng.randrange(top)):
+                        assert s.get(names[k], q) == _grown_event(k, q)
+            except BaseException as exc:
+                errors.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for q in range(1, per_stream):
+                for k, name in enumerate(names):
+                    assert s.append(name, _grown_event(k, q)) == q
+                    if q % 97 == 0:
+                        assert s.get(name, q // 2) == _grown_event(k, q // 2)
+        finally:
+            done.set()
+            reader.join()
+        assert not errors, errors
+        assert s.stats().segments >= 2
+        rng = random.Random(6)
+        for _ in range(3000):
+            k, q = rng.randrange(n_streams), rng.randrange(per_stream)
+            assert s.get(names[k], q) == _grown_event(k, q)
+    with engine.open(path) as s:
+        assert [s.get("s3", q) for q in range(0, per_stream, 250)] == [
+            _grown_event(3, q) for q in range(0, per_stream, 250)
+        ]
+
+
 # ================================================================ segment rolls
 
 
