@@ -249,7 +249,7 @@ class Store(WritePath):
                     if end <= seg.mapped_end:  # (read before mapped: see LogSegment.event)
                         try:
                             return _fast_unpack(seg.mapped[region + bounds[i] : end])  # type: ignore[index]
-                        except Exception:  # noqa: S110 - event() below says what is wrong
+                        except Exception:  # event() below says what is wrong
                             pass
             if pending:
                 self._flush_for_read(0)
