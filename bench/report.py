@@ -263,6 +263,14 @@ def _fmt_rate(x: float) -> str:
     return f"{x:.0f}/s"
 
 
+def _fmt_axis_rate(x: float, _pos: Any = None) -> str:
+    """A tick label of an events/s axis: 200k, 1M, 5M."""
+    for div, unit in ((1e6, "M"), (1e3, "k"), (1, "")):
+        if x >= div:
+            return f"{x / div:g}{unit}"
+    return f"{x:g}"
+
+
 def _runs_note(rows: list[dict[str, Any]]) -> str:
     files = len({r["_file"] for r in rows})
     scales = ", ".join(sorted({str(r.get("scale", "?")) for r in rows}))
@@ -274,16 +282,40 @@ def _session_label(r: dict[str, Any]) -> str:
     return f"seglog, {r['pace']}" if impl == "seglog" and r.get("pace") else impl
 
 
+# seglog: a colour per pace, dashed without the background saver; the legacy writer in black / red
+_PACE_COLORS = {"idle": "C0", "busy": "C1", "flat_out": "C2"}
+_LEGACY_COLORS = {"legacy_json": "k", "legacy_orjson": "C3"}
+
+
+def _session_styles(labels: list[str]) -> dict[str, dict[str, Any]]:
+    styles: dict[str, dict[str, Any]] = {}
+    spare = iter(f"C{i}" for i in range(4, 10))
+    for lab in labels:
+        pace = lab.removeprefix("seglog, ")
+        base = pace.removesuffix("_no_saver")
+        if lab.startswith("seglog, ") and base in _PACE_COLORS:
+            styles[lab] = {"color": _PACE_COLORS[base], "ls": "--" if pace != base else "-"}
+        elif lab in _LEGACY_COLORS:
+            styles[lab] = {"color": _LEGACY_COLORS[lab], "ls": "-"}
+        else:
+            styles[lab] = {"color": next(spare, "0.5"), "ls": "-"}
+    return styles
+
+
 def plot_session_cdf(rows: list[dict[str, Any]], path: str) -> bool:
     """CDF of the time to record one command, seglog (each pace) vs the legacy writer."""
     rows = [r for r in rows if r.get("bench") == "session_foreground" and r.get("length")]
     if not rows:
         return False
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     lengths = sorted({int(r["length"]) for r in rows})
     labels = sorted({_session_label(r) for r in rows}, key=lambda s: (not s.startswith("seglog"), s))
-    colors = {lab: f"C{i}" for i, lab in enumerate(labels)}
-    fig, axes = plt.subplots(1, len(lengths), figsize=(4.4 * len(lengths) + 0.6, 4.6), sharey=True, squeeze=False)
+    styles = _session_styles(labels)
+    counts: dict[str, list[str]] = {lab: [] for lab in labels}  # commands per panel, for the legend
+    points: set[str] = set()  # labels drawn from percentiles only
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.4 * len(lengths) + 0.6, 5.4), sharey=True, squeeze=False)
     lo, hi = math.inf, 0.0
     for ax, length in zip(axes[0], lengths, strict=True):
         at = [r for r in rows if int(r["length"]) == length]
@@ -295,25 +327,19 @@ def plot_session_cdf(rows: list[dict[str, Any]], path: str) -> bool:
             if pooled:  # every round: Hazen plotting positions keep 0 and 1 off the logit axis
                 n = len(pooled)
                 ys = [(i + 0.5) / n for i in range(n)]
-                ax.plot(pooled, ys, color=colors[lab], lw=1.3, label=f"{lab} (n={n:,})")
+                ax.plot(pooled, ys, lw=1.3, **styles[lab])
+                counts[lab].append(f"{n:,}")
                 lo, hi = min(lo, pooled[0]), max(hi, pooled[-1])
                 continue
-            for k, r in enumerate(mine):  # only the percentiles: one line of points per run
+            for r in mine:  # only the percentiles: one line of points per run
                 n = int(r.get("samples") or 1000)
                 pts = [(r.get(f"p{q}_us"), y) for q, y in (("50", 0.5), ("90", 0.9), ("99", 0.99), ("999", 0.999))]
                 pts.append((r.get("max_us"), (n - 0.5) / n))
                 pts = [(float(x), y) for x, y in pts if x]
                 if not pts:
                     continue
-                ax.plot(
-                    [x for x, _ in pts],
-                    [y for _, y in pts],
-                    "o-",
-                    color=colors[lab],
-                    ms=4,
-                    lw=0.8,
-                    label=f"{lab} (p50/p90/p99/max)" if k == 0 else None,
-                )
+                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", ms=4, lw=0.8, **styles[lab])
+                points.add(lab)
                 lo, hi = min(lo, pts[0][0]), max(hi, pts[-1][0])
         ax.axvline(SESSION_P99_TARGET_US, color="0.4", ls=":", lw=1)
         ax.axhline(0.99, color="0.4", ls=":", lw=1)
@@ -322,7 +348,6 @@ def plot_session_cdf(rows: list[dict[str, Any]], path: str) -> bool:
         ax.set_title(f"sessions of {length:,} commands")
         ax.set_xlabel("time to record one command (µs)")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7.5, loc="lower right")
     axes[0][0].set_ylabel("share of commands at most this slow")
     most = max((len(r["_data"]) or int(r.get("samples") or 1000)) for r in rows)
     top = 1 - 0.5 / most  # the slowest command's plotting position
@@ -333,13 +358,24 @@ def plot_session_cdf(rows: list[dict[str, Any]], path: str) -> bool:
         ax.set_ylim(0.005, 1 - 0.3 / most)
         ax.set_yticks(ticks, [f"{t * 100:g}%" for t in ticks])
         ax.yaxis.set_minor_locator(plt.NullLocator())
+    handles, names = [], []
+    for lab in labels:  # one legend for the panels, below them
+        if lab in points:
+            handles.append(Line2D([], [], marker="o", ms=4, lw=0.8, **styles[lab]))
+            names.append(f"{lab} (p50/p90/p99/p99.9/max)")
+        elif counts[lab]:
+            handles.append(Line2D([], [], lw=1.3, **styles[lab]))
+            ns = counts[lab]
+            names.append(f"{lab} (n={ns[0] if len(set(ns)) == 1 else ' / '.join(ns)})")
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
     note = "" if any(r["impl"] != "seglog" for r in rows) else "; no legacy writer results in the input"
     fig.suptitle(
         f"Session layer: cost of recording one command ({_runs_note(rows)}{note}); "
         f"dotted: p99 and the {SESSION_P99_TARGET_US:g} µs p99 target",
         fontsize=10,
     )
-    fig.tight_layout()
+    rows_of_legend = math.ceil(len(handles) / 4)
+    fig.tight_layout(rect=(0, 0.01 + 0.045 * rows_of_legend, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -355,6 +391,8 @@ def plot_engine_throughput(rows: list[dict[str, Any]], path: str) -> bool:
     if not benches:
         return False
     plt = _pyplot()
+    from matplotlib import ticker
+
     panels = []
     for b, title in benches:
         rates: dict[str, list[float]] = {}
@@ -385,16 +423,26 @@ def plot_engine_throughput(rows: list[dict[str, Any]], path: str) -> bool:
         top = max(max(xs) for xs in rates.values())
         bottom = min(min(xs) for xs in rates.values())
         ax.set_xlim(bottom / 4, top * 12)
+        # labels at 1, 2 and 5 of every decade (a panel may span less than two decades)
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_fmt_axis_rate))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         alone = "" if len(order) > 1 else " (no peer results in the input)"
         ax.set_title(title + alone, fontsize=9.5, loc="left")
         ax.grid(True, axis="x", which="major", alpha=0.3)
-    axes[-1][0].set_xlabel("events/s (log scale; bar: median of the runs, dot: one run)")
     used = [r for r in rows if any(r.get("bench") == b for b, _ in benches) and r.get("events_per_s")]
+    several = len({r["_file"] for r in used}) > 1
+    axes[-1][0].set_xlabel(
+        "events/s (log scale" + ("; bar: median of the runs, dot: one run)" if several else ")"), fontsize=9
+    )
     fig.suptitle(f"Throughput against the peers ({_runs_note(used)})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+_NO_COMPACTOR = ("none", "off", "without", "no_compactor", "alone")
 
 
 def plot_compaction(rows: list[dict[str, Any]], path: str) -> bool:
@@ -407,9 +455,10 @@ def plot_compaction(rows: list[dict[str, Any]], path: str) -> bool:
     if not runs:
         return False
     plt = _pyplot()
-    fig, (ax, axr) = plt.subplots(2, 1, figsize=(10, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    order = sorted(runs, key=lambda i: (i != "watch", i))
+    fig, (ax, axr) = plt.subplots(2, 1, figsize=(10, 6.8), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    order = sorted(runs, key=lambda i: (i != "watch", i in _NO_COMPACTOR, i))
     main = runs[order[0]]
+    top_ratio = 0.0
     for k, impl in enumerate(order):
         r = runs[impl]
         s = r["series"]
@@ -417,19 +466,25 @@ def plot_compaction(rows: list[dict[str, Any]], path: str) -> bool:
         disk = [x / MiB for x in s["disk_bytes"]]
         live = [x / MiB for x in s["live_bytes"]]
         if impl == "watch":
-            lab = f"on disk, compactor passing every {r.get('interval_s', '?')} s"
-        elif impl in ("none", "off", "without", "no_compactor", "alone"):
-            lab = "on disk, without a compactor"
+            lab = f"compactor passing every {r.get('interval_s', '?')} s"
+        elif impl in _NO_COMPACTOR:
+            lab = "without a compactor"
         else:
-            lab = f"on disk, {impl}"
-        ax.plot(t, disk, color=f"C{k}", lw=1.2, label=lab)
+            lab = impl
+        ax.plot(t, disk, color=f"C{k}", lw=1.2, label=f"on disk, {lab}")
         if r is main:
             ax.plot(t, live, color="k", lw=1.0, label="live (the live streams' bytes)")
             held = [x / MiB for x in s.get("held_deleted_bytes") or []]
             if any(held):
                 ax.plot(t, held, color="C3", lw=0.8, label="deleted files still held open")
-        ratio = [(x, d / lv) for x, d, lv in zip(t, s["disk_bytes"], s["live_bytes"], strict=True) if lv >= 4 * MiB]
-        axr.plot([x for x, _ in ratio], [y for _, y in ratio], color=f"C{k}", lw=1.0)
+        else:  # the same workload, its own live bytes (close to the first run's)
+            ax.plot(t, live, color="0.45", lw=0.8, ls="--", label=f"live, run {lab}")
+        floor = 0.1 * max(s["live_bytes"], default=0)  # the ratio is noise while the store fills
+        ratio = [
+            (x, d / lv) for x, d, lv in zip(t, s["disk_bytes"], s["live_bytes"], strict=True) if lv and lv >= floor
+        ]
+        axr.plot([x for x, _ in ratio], [y for _, y in ratio], color=f"C{k}", lw=1.0, label=lab)
+        top_ratio = max([top_ratio, *(y for _, y in ratio)])
     passes = main.get("pass_series") or []
     for a in (ax, axr):
         for p in passes:
@@ -446,20 +501,34 @@ def plot_compaction(rows: list[dict[str, Any]], path: str) -> bool:
             color="0.3",
             transform=axr.get_xaxis_transform(),
         )
-    axr.axhline(CHURN_TARGET_RATIO, color="0.3", ls=":", lw=1)
+    axr.axhline(CHURN_TARGET_RATIO, color="0.3", ls=":", lw=1, label=f"target {CHURN_TARGET_RATIO:g}x")
     total = f" of {main['passes_total']}" if main.get("passes_total") else ""
-    ax.plot([], [], color="C2", alpha=0.4, lw=6, label=f"compaction pass with inputs ({len(passes)}{total})")
+    if passes:
+        ax.plot([], [], color="C2", alpha=0.4, lw=6, label=f"compaction pass with inputs ({len(passes)}{total})")
     ax.set_ylabel("MiB")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     axr.set_ylabel("on disk / live")
     axr.set_xlabel("time (s)")
-    axr.grid(True, alpha=0.3)
-    axr.set_ylim(bottom=0.9)
+    axr.grid(True, which="both", alpha=0.3)
+    if top_ratio > 3:  # a run without a compactor: log axis, so the other stays readable
+        axr.set_yscale("log")
+        ticks = [t for t in (1, 1.5, 2, 3, 5, 10, 20, 50, 100) if t <= top_ratio * 1.2]
+        axr.set_yticks(ticks, [f"{t:g}x" for t in ticks])
+        axr.yaxis.set_minor_formatter(plt.NullFormatter())
+        axr.set_ylim(0.9, top_ratio * 1.2)
+    else:
+        axr.set_ylim(bottom=0.9)
+    axr.legend(fontsize=7.5, loc="upper left")
     figs = (
-        f"steady state {main.get('steady_mean_ratio', '?')}x live on average "
+        f"with the compactor: steady state {main.get('steady_mean_ratio', '?')}x live on average "
         f"(target <= {CHURN_TARGET_RATIO:g}x), peak {main.get('peak_disk_bytes', 0) / MiB:,.0f} MiB"
     )
+    for impl in order[1:]:
+        r = runs[impl]
+        name = "without" if impl in _NO_COMPACTOR else impl
+        peak = r.get("peak_disk_bytes") or max(r["series"]["disk_bytes"], default=0)
+        figs += f"; {name}: {r.get('steady_mean_ratio', '?')}x, peak {peak / MiB:,.0f} MiB"
     without = "" if len(runs) > 1 else "; no run without a compactor in the input"
     fig.suptitle(f"Bytes on disk under session churn ({_runs_note([main])}{without})\n{figs}", fontsize=10)
     fig.tight_layout()

@@ -805,10 +805,11 @@ class DiskSampler:
 
 
 @pytest.mark.skipif(not sw.samples_available(), reason="needs the legacy samples")
-@pytest.mark.parametrize("compactor", ["watch"])
+@pytest.mark.parametrize("compactor", ["watch", "none"])
 def test_space_under_churn(benchmark: Any, compactor: str, cscale: Scale, bench_tmp: str) -> None:
     """Sessions created (a quarter of them forks), recorded and deleted flat out, a fixed
-    number live, with a compactor process passing every ``churn_interval`` s."""
+    number live, with a compactor process passing every ``churn_interval`` s (``watch``),
+    or with no compactor (``none``: the same workload, what the store grows to without one)."""
     benchmark.group = "C3 space under churn"
     n, length, seg = cscale.churn_sessions, cscale.churn_length, cscale.churn_segment_bytes
     total = cscale.churn_turnovers * n * length
@@ -826,7 +827,8 @@ def test_space_under_churn(benchmark: Any, compactor: str, cscale: Scale, bench_
 
     def run() -> None:
         nonlocal comp, samples
-        comp = Compactor(path, "--interval", str(cscale.churn_interval), "--segment-bytes", str(seg))
+        if compactor == "watch":
+            comp = Compactor(path, "--interval", str(cscale.churn_interval), "--segment-bytes", str(seg))
         sampler = DiskSampler(path, live_bytes, cscale.sample_s)
         try:
             while counts["commands"] < total:
@@ -855,16 +857,17 @@ def test_space_under_churn(benchmark: Any, compactor: str, cscale: Scale, bench_
         finally:
             sampler.stop()
             samples = sampler.samples
-            comp.stop()
+            if comp is not None:
+                comp.stop()
 
     try:
         benchmark.pedantic(run, rounds=1)
     finally:
         pm.shutdown()
-    assert comp is not None and samples
+    assert samples and (comp is not None) == (compactor == "watch")
     t0 = samples[0][0]
     t_end = samples[-1][0]
-    passes = [p for p in comp.passes if p["bytes_in"]]
+    passes = [p for p in comp.passes if p["bytes_in"]] if comp is not None else []
     steady = [s for s in samples if s[0] >= t0 + (t_end - t0) / 2]
     ratios = sorted(s[1] / s[2] for s in steady if s[2])
     mean_ratio = sum(ratios) / len(ratios)
@@ -886,11 +889,11 @@ def test_space_under_churn(benchmark: Any, compactor: str, cscale: Scale, bench_
         sessions_live=n,
         mean_length=length,
         segment_bytes=seg,
-        interval_s=cscale.churn_interval,
+        interval_s=cscale.churn_interval if comp is not None else None,
         **counts,
         duration_s=round(t_end - t0, 1),
         passes=len(passes),
-        passes_total=len(comp.passes),
+        passes_total=len(comp.passes) if comp is not None else 0,
         pass_bytes_in=sum(p["bytes_in"] for p in passes),
         pass_bytes_out=sum(p["bytes_out"] for p in passes),
         max_pass_bytes_in=max((p["bytes_in"] for p in passes), default=0),
@@ -904,7 +907,7 @@ def test_space_under_churn(benchmark: Any, compactor: str, cscale: Scale, bench_
         held_deleted_max_bytes=max(s[3] for s in samples),
         worst_pass_peak_ratio=round(worst[3], 3) if worst else None,
         worst_pass=({"peak": worst[0], "live": worst[1], "bytes_in": worst[2]} if worst else None),
-        meets_target=mean_ratio <= TARGET_CHURN_RATIO,
+        meets_target=mean_ratio <= TARGET_CHURN_RATIO if comp is not None else None,
         series={
             "t_s": [round(s[0] - t0, 3) for s in samples],
             "disk_bytes": [s[1] for s in samples],
@@ -956,6 +959,12 @@ def summary(path: str) -> str:
                 f"(before {x['before_pass_bytes']:,}) | fresh store of the live sessions "
                 f"{x['fresh_live_bytes']:,} B | {x['ratio_vs_fresh']}x | <= {TARGET_SPACE_RATIO}x: "
                 f"{met(x, 'meets_target')} |"
+            )
+        elif bench == "space_under_churn" and x.get("impl") == "none":
+            rows.append(
+                f"| C3 churn without a compactor, steady state (mean of the 2nd half) | "
+                f"{x['steady_mean_disk_bytes']:,} B (peak {x['peak_disk_bytes']:,} B) | "
+                f"live {x['steady_mean_live_bytes']:,} B | {x['steady_mean_ratio']}x | (the baseline) |"
             )
         elif bench == "space_under_churn":
             rows.append(

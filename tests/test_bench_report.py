@@ -165,3 +165,12 @@ def test_plots_from_percentiles_and_only_what_is_there(tmp_path: Path) -> None:
     assert report.main([_session(tmp_path, False), "--plots", str(out)]) == 0
     assert [p.name for p in out.iterdir()] == ["session_latency_cdf.png"]
     assert _is_png(out / "session_latency_cdf.png")
+
+
+def test_plot_styles_and_axis_labels() -> None:
+    report = _report()
+    styles = report._session_styles(["seglog, idle", "seglog, idle_no_saver", "legacy_json", "legacy_orjson", "x"])
+    assert styles["seglog, idle"]["color"] == styles["seglog, idle_no_saver"]["color"]
+    assert (styles["seglog, idle"]["ls"], styles["seglog, idle_no_saver"]["ls"]) == ("-", "--")
+    assert len({styles[k]["color"] for k in ("seglog, idle", "legacy_json", "legacy_orjson", "x")}) == 4
+    assert [report._fmt_axis_rate(x) for x in (5.0, 2e3, 5e5, 1e6, 2e7)] == ["5", "2k", "500k", "1M", "20M"]
