@@ -21,7 +21,8 @@ what the files hold, files of several runs of the same benchmarks pooled:
 - ``compaction_space.png``: bytes on disk over time under churn
   (``test_space_under_churn``: ``extra_info["series"]``, passes from
   ``["pass_series"]`` shaded) next to the live bytes, and for each other variant of
-  the benchmark present (a run without a compactor) its bytes on disk.
+  the benchmark present (``none``: the same churn without a compactor) its bytes on
+  disk and its own live bytes; below, the ratio on disk / live of each.
 """
 
 from __future__ import annotations

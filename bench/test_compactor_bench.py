@@ -33,7 +33,8 @@ C3. ``test_space_after_delete``: sessions recorded with the PersistenceManager (
     (a fixed number live, each deleted after a random length) while a compactor process
     runs with ``--interval`` between passes; bytes on disk, live bytes (the streams'
     bytes) and bytes of deleted files the writer still holds are sampled over time
-    (``series`` in extra_info, for a plot) next to the passes. Target: steady-state
+    (``series`` in extra_info, for a plot) next to the passes; ``none`` runs the same
+    churn without a compactor, the baseline of the plot. Target: steady-state
     (second half of the run) bytes <= 1.5x live; the peak during a pass is reported
     against live bytes + that pass's inputs.
 
