@@ -189,14 +189,26 @@ class LogSegment:
         """Decode event ``seq`` of ``stream_id`` from the EVENTS record at ``offset``:
         the point-read path, one small ``pread`` once the record is known."""
         info = self.verified.get(offset)
+        rec = None
         if info is None:
-            info = self._event_info(offset)
+            info, rec = self._event_info(offset)
         sid, first, count, flags, bounds, region = info
         i = seq - first
         if sid != stream_id or not 0 <= i < count:
             raise CorruptionError(
                 f"index points at the wrong record for stream {stream_id} seq {seq}", self.path, offset
             )
+        if rec is not None:
+            # The first read of a record reads it whole to verify it: decode from those
+            # bytes. Only later reads touch the map, so reads spread over a store once
+            # (a process that looks at every stream) do not fill its resident memory
+            # with mapped pages (a touch maps the pages around it too).
+            if flags:
+                return rec.event(i, self.max_record_bytes)
+            try:
+                return _fast_unpack(rec.payload()[bounds[i] : bounds[i + 1]])
+            except Exception as exc:
+                raise CorruptionError(f"event {i} does not decode: {exc}", self.path, offset) from exc
         if flags:  # compressed, or needs the reference decoder: the general path
             if flags & FLAG_LZ4:
                 return self.expanded(offset).event(i, self.max_record_bytes)
@@ -235,8 +247,9 @@ class LogSegment:
         self.mapped, self.mapped_end = m, size
         return m
 
-    def _event_info(self, offset: int) -> tuple[int, int, int, int, array[int], int]:
-        """Read and verify an EVENTS record once; keep what point reads need."""
+    def _event_info(self, offset: int) -> tuple[tuple[int, int, int, int, array[int], int], RecordView]:
+        """Read and verify an EVENTS record once; keep what point reads need. Returns
+        that and the record."""
         rec = self.read(offset)
         if rec.rtype != record.RecordType.EVENTS:
             raise CorruptionError(f"index points at a record of type {rec.rtype}, not events", self.path, offset)
@@ -246,7 +259,7 @@ class LogSegment:
         if len(self.verified) >= _RECORD_CACHE_LIMIT:
             self.verified.clear()
         self.verified[offset] = info
-        return info
+        return info, rec
 
     def expanded(self, offset: int) -> RecordView:
         """The compressed EVENTS record at ``offset``, decompressed (the last few are kept)."""

@@ -846,6 +846,41 @@ def test_point_reads_of_the_active_segment_while_it_grows(path: pathlib.Path, du
         ]
 
 
+def _rss_mapped_files_kb() -> int:
+    """Resident pages of mapped files: RssFile, plus RssShmem for files on a tmpfs."""
+    kb = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssFile", "RssShmem"):
+                kb[key] = int(value.split()[0])
+    assert len(kb) == 2, f"no RssFile/RssShmem lines: {kb}"
+    return sum(kb.values())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RssFile and RssShmem from /proc/self/status")
+def test_reading_every_record_once_leaves_resident_memory_alone(path: pathlib.Path) -> None:
+    """A process that reads a little of every stream (a first read of each record) does
+    not map the segments' pages into its resident memory: a first read verifies the
+    record with a pread and decodes from those bytes (each touch of a map also maps
+    the pages around it: 16 of them by default on Linux)."""
+    n = 2000
+    rng = random.Random(3)
+    with engine.open(path, segment_bytes=4 << 20) as s:
+        for k in range(n):  # one record per ~5 KB event: every record on pages of its own
+            s.append(f"s{k % 50}", {"k": k, "pad": rng.randbytes(2500).hex()})
+    with engine.open(path) as s:
+        assert s.stats().segments >= 3
+        s.get("s0", 0)  # the code path is warm before measuring
+        before = _rss_mapped_files_kb()
+        for k in range(1, n):
+            assert s.get(f"s{k % 50}", k // 50)["k"] == k
+        grown_kb = _rss_mapped_files_kb() - before
+        assert grown_kb < 2048, f"{grown_kb} KiB of mapped file pages after one read of each of {n} records"
+        for k in range(1, n, 7):  # later reads of a record slice the map
+            assert s.get(f"s{k % 50}", k // 50)["k"] == k
+
+
 # ================================================================ segment rolls
 
 
