@@ -98,8 +98,8 @@ TARGETS = [
     _ratio_target("bulk_append", "seglog", "rocksdb", 2.0),
     _rate_target("bulk_append", "seglog", 500_000),
     _ratio_target("durable", "seglog_8threads", "seglog_1thread_fsync", 4.0, aim=True),  # reported, no target
-    _ratio_target("get", "seglog", "lmdb", 0.5),
-    _ratio_target("get", "seglog", "lmdb", 1.0, aim=True),
+    _ratio_target("get", "seglog", "lmdb", 0.9),
+    _ratio_target("get", "seglog", "lmdb", 1.2, aim=True),
     _ratio_target("scan", "seglog", "jsonl_orjson", 1.0),
     _time_target("open", "seglog", 0.200),
     _time_target("open", "seglog", 0.050, aim=True),
