@@ -744,10 +744,6 @@ class PersistenceManager:
             sid, created = (src.meta.id, src.meta.created) if keep_header else (new_name, iso_now())
             p = self.catalog.register(new_name, sid, created, src.meta.uid, at_seq + 1, cp_base)
             inst = self._attach(p.instance(), p.meta.uid)
-        # Its first save continues the delta chain from the source's last state, which
-        # it reads and decodes (about a ms): do that now rather than in a save that a
-        # command may wait for.
-        p.writer()
         return self._pooled(inst)
 
     def save_as(self, source: str, new_name: str) -> SessionInstance:

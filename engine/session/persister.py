@@ -272,21 +272,11 @@ class SessionPersister:
     # -- writing ---------------------------------------------------------------------
     def writer(self) -> IncrementalWriter:
         if self._writer is None:
-            self._writer = IncrementalWriter(self.store, self.meta, self._resume_encoder())
+            # The first state this writer stores is a keyframe: the length of the stored
+            # chain is not tracked across opens (nor inherited by a fork), so nothing of
+            # the stored states is read back to continue it.
+            self._writer = IncrementalWriter(self.store, self.meta, StateEncoder())
         return self._writer
-
-    def _resume_encoder(self) -> StateEncoder:
-        """Continue the delta chain from the session's last stored state."""
-        cps = self.checkpoints(self.checkpoint_count - 1, None) if self.checkpoint_count else []
-        if not cps:
-            return StateEncoder()
-        last = cps[-1]["stateId"]
-        try:
-            fmt, raw = self.state_raw(last)
-        except NotFoundError:
-            return StateEncoder()
-        # Start a new keyframe after a reopen: the chain length is not tracked across opens.
-        return StateEncoder(last, raw, fmt, since_keyframe=10**9)
 
     def save(self, changes: Changes) -> int:
         return self.writer().write(changes)

@@ -43,6 +43,7 @@ from engine import (
 )
 from engine.errors import SaveFailedError
 from engine.session import layout
+from engine.session import persister as persister_mod
 
 
 @pytest.fixture(scope="module")
@@ -542,6 +543,39 @@ def test_fork_stream_holds_only_its_new_events(managers: Managers, real_states: 
     assert f.size_on_disk < 1000 and f.size_on_disk < src_size / 20
     meta = {m["name"]: m for m in managers.reopen(pm).list_sessions()}
     assert meta["f"]["size_on_disk"] == f.size_on_disk and meta["f"]["event_count"] == 163
+
+
+def test_the_first_save_after_a_fork_or_a_reopen_reads_no_stored_state(
+    managers: Managers, real_states: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first state is stored as a keyframe, so decoding the session's last stored
+    state (a walk of its delta chain: milliseconds, inside a command when the recording
+    thread saves) would be wasted: it is not done. Every state still reads back."""
+    pm = managers()
+    a = pm.create_session("a")
+    for i in range(12):
+        command(a, i, dict(real_states[i % len(real_states)], storeNext=i))
+    pm.save_session(a)
+    decoded: list[str] = []
+    real = persister_mod.decode_raw
+
+    def counting(state_id: str, *args: Any, **kw: Any) -> Any:
+        decoded.append(state_id)
+        return real(state_id, *args, **kw)
+
+    monkeypatch.setattr(persister_mod, "decode_raw", counting)
+    f = pm.fork("a", "f", a.event_count - 1)
+    command(f, 100, dict(real_states[0], storeNext=100))
+    pm.save_session(f)
+    pm = managers.reopen(pm)
+    b = pm.load_session("a")
+    command(b, 101, dict(real_states[1], storeNext=101))
+    pm.save_session(b)
+    assert decoded == []
+    monkeypatch.undo()
+    for name in ("a", "f"):
+        for cp in pm.checkpoints(name):
+            assert pm.get_state(name, cp["stateId"])["storeNext"] in range(102)
 
 
 def test_fork_of_a_dirty_pooled_source_includes_its_unsaved_events(managers: Managers) -> None:
