@@ -187,7 +187,8 @@ class LogSegment:
 
     def event(self, offset: int, stream_id: int, seq: int) -> Any:
         """Decode event ``seq`` of ``stream_id`` from the EVENTS record at ``offset``:
-        the point-read path, one small ``pread`` once the record is known."""
+        the point-read path. The first read of a record reads and verifies it whole;
+        later ones slice a map of the segment (or ``pread`` the event)."""
         info = self.verified.get(offset)
         rec = None
         if info is None:
