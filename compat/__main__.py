@@ -19,16 +19,27 @@ import errno
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 import engine
+from engine.clikit import (
+    EXIT_FAILURE,
+    EXIT_NO_STORE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    check_store_dir,
+    describe,
+    error,
+    open_readonly,
+    parser_class,
+    plural,
+    run,
+)
 from engine.errors import (
-    InvalidArgumentError,
     InvalidNameError,
-    NotFoundError,
     SeglogError,
     StoreClosedError,
     StoreFailedError,
@@ -47,15 +58,6 @@ __all__ = ["EXIT_FAILURE", "EXIT_NO_STORE", "EXIT_OK", "EXIT_USAGE", "build_pars
 
 PROG = "compat"
 USAGE_PROG = "python -m compat"
-EXIT_OK = 0
-#: Some session or snapshot failed (the others were done), verify found differences,
-#: a store error, a session asked for that the store does not hold, an interruption.
-EXIT_FAILURE = 1
-#: The command line is wrong, or names a folder that cannot serve as what it stands for.
-EXIT_USAGE = 2
-#: The STORE_DIR of materialize or verify holds no store.
-EXIT_NO_STORE = 3
-
 EPILOG = """\
 exit status:
   0  success
@@ -79,22 +81,6 @@ LEGACY_HELP = (
 STORE_HELP = "the store's folder (the one holding its MANIFEST)"
 
 log = logging.getLogger(__name__)
-
-
-class CliError(Exception):
-    """A failure to report as one line, with the exit status it stands for."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _plural(count: int, noun: str, plural: str = "") -> str:
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {plural or noun + 's'}"
-
-
-def _error(message: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {' '.join(message.split())}\n")
 
 
 # --------------------------------------------------------------------------- folders
@@ -168,16 +154,6 @@ def check_new_store_dir(path: str, legacy_dir: str) -> None:
     raise CliError(EXIT_USAGE, f"STORE_DIR {path} is not empty and holds no store (no MANIFEST); {wanted}")
 
 
-def check_store_dir(path: str) -> None:
-    """Refuse a STORE_DIR that holds no store (exit 3)."""
-    if not os.path.exists(path):
-        raise CliError(EXIT_NO_STORE, f"no store at {path} (no such directory)")
-    if not os.path.isdir(path):
-        raise CliError(EXIT_NO_STORE, f"{path} is not a directory")
-    if not os.path.isfile(os.path.join(path, MANIFEST_NAME)):
-        raise CliError(EXIT_NO_STORE, f"no store at {path} (no MANIFEST)")
-
-
 def check_out_dir(path: str, store_dir: str) -> None:
     """OUT_DIR: a folder (or one that can be created) that is no store and not in STORE_DIR (exit 2)."""
     real, store = _real(path), _real(store_dir)
@@ -203,17 +179,6 @@ def check_out_dir(path: str, store_dir: str) -> None:
             raise CliError(EXIT_USAGE, f"{p} is a file; materialize needs {sub}/ there to be a folder")
 
 
-@contextmanager
-def open_readonly(path: str) -> Iterator[engine.Store]:
-    check_store_dir(path)
-    try:
-        store = engine.open(path, readonly=True)
-    except NotFoundError as exc:  # the MANIFEST went between the check and the open
-        raise CliError(EXIT_NO_STORE, str(exc)) from exc
-    with store:
-        yield store
-
-
 # --------------------------------------------------------------------------- commands
 def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     check_legacy_dir(args.legacy_dir)
@@ -231,7 +196,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
                     failed += 1
                     what = result.name if result.name.startswith("repl-") else f"session {result.name!r}"
                     bar.interrupt()
-                    _error(f"{what} not imported: {result.error}")
+                    error(PROG, f"{what} not imported: {result.error}")
                 bar.update()
         finally:
             bar.close()
@@ -272,7 +237,7 @@ def _counts(kind: str, counts: dict[str, int], total: int) -> str:
         for s, label in ((WRITTEN, "written"), (APPENDED, "appended"), (UNCHANGED, "unchanged"), ("failed", "failed"))
         if counts.get(s)
     ]
-    return _plural(total, kind) + (f" ({', '.join(parts)})" if parts else "")
+    return plural(total, kind) + (f" ({', '.join(parts)})" if parts else "")
 
 
 def cmd_materialize(args: argparse.Namespace, out: TextIO) -> int:
@@ -295,7 +260,7 @@ def cmd_materialize(args: argparse.Namespace, out: TextIO) -> int:
                     raise
                 status, nbytes = "failed", 0
                 bar.interrupt()
-                _error(f"{kind} {name!r} not materialized: {_describe(exc)}")
+                error(PROG, f"{kind} {name!r} not materialized: {describe(exc)}")
             counts[status] = counts.get(status, 0) + 1
             bar.update()
             return nbytes
@@ -317,7 +282,7 @@ def cmd_materialize(args: argparse.Namespace, out: TextIO) -> int:
             bar.close()
     out.write(
         f"{_counts('session', sessions, len(names))}, {_counts('snapshot', snapshot_counts, len(snaps))}; "
-        f"{_plural(written, 'byte')} written to {args.out_dir}\n"
+        f"{plural(written, 'byte')} written to {args.out_dir}\n"
     )
     failed = sessions.get("failed", 0) + snapshot_counts.get("failed", 0)
     return EXIT_FAILURE if failed else EXIT_OK
@@ -339,25 +304,14 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
         finally:
             bar.close()
     if bad:
-        out.write(f"{_plural(bad, 'file differs', 'files differ')}\n")
+        out.write(f"{plural(bad, 'file differs', 'files differ')}\n")
         return EXIT_FAILURE
     out.write("all files reproduced byte for byte\n")
     return EXIT_OK
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and not isinstance(exc, SeglogError):
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror or exc}{where}"
-    return str(exc)
-
-
 # --------------------------------------------------------------------------- the parser
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr, exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+_Parser = parser_class(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,64 +394,7 @@ def _join_session_values(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status (never raises, never prints a traceback)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(_join_session_values(argv))
-    except SystemExit as exc:  # --help, or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    out = sys.stdout
-    try:
-        code = int(args.func(args, out))
-        out.flush()
-        return code
-    except CliError as exc:
-        _flush_quietly(out)
-        _error(str(exc))
-        return exc.code
-    except InvalidArgumentError as exc:
-        _flush_quietly(out)
-        _error(str(exc))
-        return EXIT_USAGE
-    except SeglogError as exc:
-        _flush_quietly(out)
-        _error(str(exc))
-        return EXIT_FAILURE
-    except BrokenPipeError:  # the reader of our output went away (| head): stop quietly
-        _silence_stdout()
-        return EXIT_FAILURE
-    except OSError as exc:
-        _flush_quietly(out)
-        _error(_describe(exc))
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        _flush_quietly(out)
-        _error("interrupted")
-        return EXIT_FAILURE
-    except Exception as exc:
-        if os.environ.get("SEGLOG_TRACEBACK"):
-            raise
-        _flush_quietly(out)
-        _error(f"unexpected {type(exc).__name__}: {exc} (SEGLOG_TRACEBACK=1 shows where)")
-        return EXIT_FAILURE
-
-
-def _flush_quietly(out: TextIO) -> None:
-    try:
-        out.flush()
-    except (OSError, ValueError):
-        _silence_stdout()
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so that the interpreter's exit flush does not fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
+    return run(PROG, build_parser(), _join_session_values(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

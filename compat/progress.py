@@ -6,12 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
+from engine.clikit import isatty
 
 
 class Progress:
@@ -27,7 +22,7 @@ class Progress:
         self.total = max(total, 0)
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = _isatty(self.stream)
+        self.enabled = isatty(self.stream)
         self.done = 0
         self._start = time.monotonic()
         self._delay = delay

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import reprlib
 import signal
 import sys
@@ -27,12 +26,26 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType, ModuleType
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import engine
 
-from .errors import InvalidArgumentError, NotFoundError, SeglogError
-from .log.format import MANIFEST_NAME, SEGMENT_HEADER_SIZE, RecordType
+from .clikit import (
+    EXIT_FAILURE,
+    EXIT_NO_STORE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    check_store_dir,
+    error,
+    isatty,
+    open_readonly,
+    parser_class,
+    plural,
+    run,
+)
+from .errors import SeglogError
+from .log.format import SEGMENT_HEADER_SIZE, RecordType
 from .log.record import FLAG_LZ4, FLAG_REFERENCE, RecordView
 from .log.segment import LogSegment
 from .log.store import Store
@@ -40,15 +53,6 @@ from .log.store import Store
 __all__ = ["EXIT_FAILURE", "EXIT_NO_STORE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 PROG = "seglog"
-EXIT_OK = 0
-#: A store error (corruption, I/O, locked), problems found by verify, something
-#: asked for that the store does not hold (a segment, a stream), an interruption.
-EXIT_FAILURE = 1
-#: The command line is wrong: unknown command or option, a missing or malformed
-#: argument, an argument the store refuses (a backup destination that is not empty).
-EXIT_USAGE = 2
-#: STORE_DIR does not exist, is not a directory or holds no store (no MANIFEST).
-EXIT_NO_STORE = 3
 
 EPILOG = """\
 exit status:
@@ -67,14 +71,6 @@ Every command but compact opens the store read-only and never changes it.
 log = logging.getLogger(__name__)
 
 
-class CliError(Exception):
-    """A failure to report as one line, with the exit status it stands for."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 # --------------------------------------------------------------------------- output helpers
 def _n(value: int) -> str:
     return f"{value:,}"
@@ -91,10 +87,6 @@ def _human(nbytes: float) -> str:
 def _bytes(nbytes: int) -> str:
     """``812 bytes``, ``7,135 bytes (7.0 KiB)``."""
     return f"{nbytes:,} bytes" if abs(nbytes) < 1024 else f"{nbytes:,} bytes ({_human(nbytes)})"
-
-
-def _plural(count: int, noun: str, plural: str = "") -> str:
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {plural or noun + 's'}"
 
 
 def _table(rows: list[list[str]], right: set[int], out: TextIO) -> None:
@@ -131,7 +123,7 @@ class Progress:
         self.label = label
         self.total = total
         self.unit = unit
-        self.enabled = _isatty(sys.stderr)
+        self.enabled = isatty(sys.stderr)
         self._t0 = time.monotonic()
         self._last = 0.0
         self._drawn = False
@@ -183,35 +175,6 @@ class Progress:
             stop.set()
             thread.join()
             self.close()
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-# --------------------------------------------------------------------------- the store
-def check_store_dir(path: str) -> None:
-    """Refuse a STORE_DIR that holds no store, in the user's terms (exit 3)."""
-    if not os.path.exists(path):
-        raise CliError(EXIT_NO_STORE, f"no store at {path} (no such directory)")
-    if not os.path.isdir(path):
-        raise CliError(EXIT_NO_STORE, f"{path} is not a directory")
-    if not os.path.isfile(os.path.join(path, MANIFEST_NAME)):
-        raise CliError(EXIT_NO_STORE, f"no store at {path} (no MANIFEST)")
-
-
-@contextmanager
-def open_readonly(path: str) -> Iterator[Store]:
-    check_store_dir(path)
-    try:
-        store = engine.open(path, readonly=True)
-    except NotFoundError as exc:  # the MANIFEST went between the check and the open
-        raise CliError(EXIT_NO_STORE, str(exc)) from exc
-    with store:
-        yield store
 
 
 def _compactor() -> ModuleType | None:
@@ -318,8 +281,8 @@ def cmd_streams(args: argparse.Namespace, out: TextIO) -> int:
     rows += [[i.name, _n(i.events), _n(i.bytes), _n(i.blobs)] for i in infos]
     _table(rows, {1, 2, 3}, out)
     out.write(
-        f"{_plural(len(infos), 'stream')}, {_plural(sum(i.events for i in infos), 'event')}, "
-        f"{_bytes(sum(i.bytes for i in infos))}, {_plural(sum(i.blobs for i in infos), 'blob')}\n"
+        f"{plural(len(infos), 'stream')}, {plural(sum(i.events for i in infos), 'event')}, "
+        f"{_bytes(sum(i.bytes for i in infos))}, {plural(sum(i.blobs for i in infos), 'blob')}\n"
     )
     return EXIT_OK
 
@@ -388,7 +351,7 @@ def _dump_segment(store: Store, segment_id: int, limit: int | None, out: TextIO)
                 bar.update(end)
         finally:
             bar.close()
-        out.write(f"{_plural(shown, 'record')}, up to offset {_n(end)}\n")
+        out.write(f"{plural(shown, 'record')}, up to offset {_n(end)}\n")
         if end < seg.size:
             raise CliError(
                 EXIT_FAILURE,
@@ -401,7 +364,7 @@ def _dump_segment(store: Store, segment_id: int, limit: int | None, out: TextIO)
 def _dump_stream(store: Store, name: str, limit: int | None, out: TextIO) -> int:
     info = store.stream_info(name)
     out.write(
-        f"stream {info.name!r}: {_plural(info.events, 'event')}, {_plural(info.blobs, 'blob')}, {_bytes(info.bytes)}\n"
+        f"stream {info.name!r}: {plural(info.events, 'event')}, {plural(info.blobs, 'blob')}, {_bytes(info.bytes)}\n"
     )
     stop = info.events if limit is None else min(info.events, limit)
     bar = Progress(f"dump {name}", stop)
@@ -434,9 +397,9 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
         report = store.verify()
     for problem in report.problems:
         out.write(f"problem: {problem}\n")
-    out.write(f"{_plural(report.records, 'record')} checked, {_plural(len(report.problems), 'problem')}\n")
+    out.write(f"{plural(report.records, 'record')} checked, {plural(len(report.problems), 'problem')}\n")
     if report.problems:
-        _error(f"{args.store_dir} has {_plural(len(report.problems), 'damaged record')}")
+        error(PROG, f"{args.store_dir} has {plural(len(report.problems), 'damaged record')}")
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -447,8 +410,8 @@ def cmd_backup(args: argparse.Namespace, out: TextIO) -> int:
             store.backup(args.dest)
         stats = store.stats()
     out.write(
-        f"backed up {args.store_dir} to {args.dest}: {_plural(stats.segments, 'segment')}, "
-        f"{_plural(stats.streams, 'stream')}, {_plural(stats.events, 'event')}\n"
+        f"backed up {args.store_dir} to {args.dest}: {plural(stats.segments, 'segment')}, "
+        f"{plural(stats.streams, 'stream')}, {plural(stats.events, 'event')}\n"
     )
     return EXIT_OK
 
@@ -509,7 +472,7 @@ def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
                     raise
                 # --watch goes on: a segment that keeps failing is set aside (seglog stat)
                 failed += 1
-                _error(f"pass failed: {exc}")
+                error(PROG, f"pass failed: {exc}")
             else:
                 passes += 1
                 reclaimed += report.bytes_in - report.bytes_out
@@ -520,17 +483,13 @@ def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
                 break
     if args.watch:
         why = f"stopped by {signal.Signals(stop.signum).name}" if stop.signum else "stopped"
-        failures = f", {_plural(failed, 'failed pass', 'failed passes')}" if failed else ""
-        out.write(f"{why}: {_plural(passes, 'pass', 'passes')}, {_bytes(reclaimed)} reclaimed{failures}\n")
+        failures = f", {plural(failed, 'failed pass', 'failed passes')}" if failed else ""
+        out.write(f"{why}: {plural(passes, 'pass', 'passes')}, {_bytes(reclaimed)} reclaimed{failures}\n")
     return EXIT_OK
 
 
 # --------------------------------------------------------------------------- the parser
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr, exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+_Parser = parser_class(PROG)
 
 
 def _non_negative_int(text: str) -> int:
@@ -654,71 +613,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(message: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {' '.join(message.split())}\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status (never raises, never prints a traceback)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    out = sys.stdout
-    try:
-        code = int(args.func(args, out))
-        out.flush()
-        return code
-    except CliError as exc:
-        _flush_quietly(out)
-        _error(str(exc))
-        return exc.code
-    except InvalidArgumentError as exc:
-        _flush_quietly(out)
-        _error(str(exc))
-        return EXIT_USAGE
-    except SeglogError as exc:
-        _flush_quietly(out)
-        _error(str(exc))
-        return EXIT_FAILURE
-    except BrokenPipeError:  # the reader of our output went away (| head): stop quietly
-        _silence_stdout()
-        return EXIT_FAILURE
-    except OSError as exc:
-        _flush_quietly(out)
-        where = f": {exc.filename}" if exc.filename else ""
-        _error(f"{exc.strerror or exc}{where}")
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        _flush_quietly(out)
-        _error("interrupted")
-        return EXIT_FAILURE
-    except Exception as exc:
-        if os.environ.get("SEGLOG_TRACEBACK"):
-            raise
-        _flush_quietly(out)
-        _error(f"unexpected {type(exc).__name__}: {exc} (SEGLOG_TRACEBACK=1 shows where)")
-        return EXIT_FAILURE
-
-
-def _flush_quietly(out: TextIO) -> None:
-    try:
-        out.flush()
-    except (OSError, ValueError):
-        _silence_stdout()
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so that the interpreter's exit flush does not fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return run(PROG, build_parser(), sys.argv[1:] if argv is None else argv)
