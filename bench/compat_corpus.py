@@ -45,12 +45,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from session_workload import BASE_SAMPLE, parenthesized_subforms, samples_dir
+from session_workload import BASE_SAMPLE, FNS, NAMES, OPS, PREVIEW, parenthesized_subforms, samples_dir
 
 from compat.jsjson import js_number, stringify
 
 INDEX_TRIGGERS = frozenset({"checkpoint", "llm_resp", "result", "error"})
-PREVIEW = 200  # UTF-16 code units
 MAX_USER_ENTRIES = 24  # user store entries kept before the oldest is collected
 
 
@@ -198,47 +197,6 @@ _ODD_WORDS = (
     "bell\x07",
     "del\x7f",
 )
-_NAMES = (
-    "x",
-    "y",
-    "n",
-    "acc",
-    "xs",
-    "total",
-    "rate",
-    "items",
-    "user",
-    "cfg",
-    "limit",
-    "scores",
-    "word",
-    "text",
-    "k",
-    "step",
-    "depth",
-    "memo",
-    "queue",
-    "seen",
-)
-_FNS = (
-    "sq",
-    "fact",
-    "fib",
-    "inc",
-    "twice",
-    "compose",
-    "avg",
-    "clamp",
-    "summarize",
-    "ask",
-    "tokenize",
-    "rank",
-    "merge",
-    "walk",
-    "classify",
-    "normalize",
-)
-_OPS = ("+", "-", "*", "<", "=", ">=")
 _MODELS = ("mock-llm", "claude-sonnet-4", "claude-3-5-haiku", "gpt-4o-mini")
 _ODD_NUMBERS = (
     0.1 + 0.2,
@@ -412,13 +370,13 @@ class SessionGen:
         r = self.rng
         kind = r.random()
         if kind < 0.3:
-            name = f"{r.choice(_NAMES)}{r.randrange(100)}"
+            name = f"{r.choice(NAMES)}{r.randrange(100)}"
             v = self.number()
             code = f"(define {name} {js_number(v)})"
             self.bind(name, {"tag": "Num", "n": v})
             value, control = name, {"tag": "Val", "v": {"tag": "Unit"}}
         elif kind < 0.5:
-            fn, p, op = f"{r.choice(_FNS)}{r.randrange(100)}", r.choice(_NAMES), r.choice(_OPS)
+            fn, p, op = f"{r.choice(FNS)}{r.randrange(100)}", r.choice(NAMES), r.choice(OPS)
             code = f"(define ({fn} {p}) ({op} {p} (if (< {p} {r.randrange(10)}) {p} ({op} {p} 1))))"
             param = f"{p}$bid#{self.bid + 1}"
             body = {
@@ -445,13 +403,13 @@ class SessionGen:
             self.bind(fn, {"tag": "Closure", "params": [param], "body": body, "envId": self.closure_env})
             value, control = fn, {"tag": "Val", "v": {"tag": "Unit"}}
         elif kind < 0.6:
-            name = f"{r.choice(_NAMES)}{r.randrange(100)}"
+            name = f"{r.choice(NAMES)}{r.randrange(100)}"
             text = self.words(r.randrange(10, 80), odd=0.15)
             code = f"(define {name} {stringify(text)})"
             self.bind(name, {"tag": "Str", "s": text})
             value, control = name, {"tag": "Val", "v": {"tag": "Unit"}}
         else:
-            a, b = r.choice(_NAMES), r.choice(_NAMES)
+            a, b = r.choice(NAMES), r.choice(NAMES)
             code = r.choice(
                 (
                     f"(map (lambda (v) (* v {r.randrange(2, 9)})) (list {a} {b} {r.randrange(100)}))",
@@ -544,7 +502,7 @@ class SessionGen:
         self.checkpoint(0, "manual", {"tag": "Val", "v": value})
 
     def error_command(self) -> None:
-        name = f"{self.rng.choice(_NAMES)}-{self.rng.randrange(1000)}"
+        name = f"{self.rng.choice(NAMES)}-{self.rng.randrange(1000)}"
         code = f"({name} {self.rng.randrange(10)})"
         self.emit("input", code=code)
         self.steps(code, 1)

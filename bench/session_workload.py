@@ -48,7 +48,7 @@ STEPS_PER_COMMAND = 20
 LLM_EVERY = 3  # every third command calls the LLM
 MAX_USER_ENTRIES = 12  # user-defined store entries kept before the oldest is collected
 RECEIPT_BYTES = 2048  # compact JSON size aimed at for a receipt
-PREVIEW = 200
+PREVIEW = 200  # length of the REPL's LLM previews (UTF-16 code units, as JavaScript counts)
 
 _MODELS = ("claude-sonnet-4", "claude-3-5-haiku", "gpt-4o-mini")
 _WORDS = (
@@ -125,7 +125,7 @@ _WORDS = (
     "field",
     "date",
 )
-_NAMES = (
+NAMES = (
     "x",
     "y",
     "n",
@@ -147,7 +147,7 @@ _NAMES = (
     "queue",
     "seen",
 )
-_FNS = (
+FNS = (
     "sq",
     "fact",
     "fib",
@@ -165,7 +165,7 @@ _FNS = (
     "classify",
     "normalize",
 )
-_OPS = ("+", "-", "*", "<", "=", ">=")
+OPS = ("+", "-", "*", "<", "=", ">=")
 
 
 def samples_dir() -> str:
@@ -367,15 +367,15 @@ class SessionWorkload:
         r = self.rng
         kind = r.random()
         if kind < 0.3:  # define a value
-            name = f"{r.choice(_NAMES)}{r.randrange(100)}"
+            name = f"{r.choice(NAMES)}{r.randrange(100)}"
             v = self._num()
-            code = f"(define {name} {v})" if r.random() < 0.5 else f"(define {name} (+ {r.choice(_NAMES)} {v}))"
+            code = f"(define {name} {v})" if r.random() < 0.5 else f"(define {name} (+ {r.choice(NAMES)} {v}))"
             self._bind(name, {"tag": "Num", "n": v})
             return code, name, {"tag": "Val", "v": {"tag": "Unit"}}
         if kind < 0.55:  # define a function
-            fn = f"{r.choice(_FNS)}{r.randrange(100)}"
-            p = r.choice(_NAMES)
-            op = r.choice(_OPS)
+            fn = f"{r.choice(FNS)}{r.randrange(100)}"
+            p = r.choice(NAMES)
+            op = r.choice(OPS)
             code = f"(define ({fn} {p}) ({op} {p} (if (< {p} {r.randrange(10)}) {p} ({op} {p} 1))))"
             body = {
                 "tag": "App",
@@ -403,7 +403,7 @@ class SessionWorkload:
             )
             return code, fn, {"tag": "Val", "v": {"tag": "Unit"}}
         # an expression (may set! a variable)
-        a, b = r.choice(_NAMES), r.choice(_NAMES)
+        a, b = r.choice(NAMES), r.choice(NAMES)
         forms = (
             f"(map (lambda (v) (* v {r.randrange(2, 9)})) (list {a} {b} {r.randrange(100)}))",
             f"(reduce + 0 (filter even? (list {' '.join(str(r.randrange(50)) for _ in range(6))})))",
