@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 import pytest
@@ -27,6 +27,9 @@ import workload
 import engine
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,15 @@ def pytest_report_header(config: pytest.Config) -> str:
 @pytest.fixture(scope="session")
 def scale(request: pytest.FixtureRequest) -> Scale:
     return SCALES[request.config.getoption("--bench-scale")]
+
+
+def pick_scale(request: pytest.FixtureRequest, scales: dict[str, T]) -> T:
+    """The entry of ``scales`` that ``--bench-scale`` (or SEGLOG_BENCH_SCALE) names: for
+    the benchmark files whose scales are their own."""
+    name = request.config.getoption("--bench-scale", default=None) or os.environ.get("SEGLOG_BENCH_SCALE", "small")
+    if name not in scales:
+        raise pytest.UsageError(f"SEGLOG_BENCH_SCALE must be one of {sorted(scales)}, not {name!r}")
+    return scales[name]
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -67,6 +66,8 @@ if BENCH_DIR not in sys.path:  # when run as a script
 
 import session_workload as sw  # noqa: E402
 import workload  # noqa: E402
+from conftest import copy_store, pick_scale  # noqa: E402
+from percentiles import latency_info, pct  # noqa: E402
 
 import engine  # noqa: E402
 from engine.log.catalog import Catalog  # noqa: E402
@@ -159,34 +160,11 @@ _RESULTS: dict[tuple[str, ...], dict[str, Any]] = {}
 
 @pytest.fixture(scope="module")
 def cscale(request: pytest.FixtureRequest) -> Scale:
-    name = request.config.getoption("--bench-scale", default=None) or os.environ.get("SEGLOG_BENCH_SCALE", "small")
-    if name not in SCALES:
-        raise pytest.UsageError(f"SEGLOG_BENCH_SCALE must be one of {sorted(SCALES)}, not {name!r}")
-    return SCALES[name]
+    return pick_scale(request, SCALES)
 
 
 def _info(benchmark: Any, bench: str, impl: str, scale: Scale, **extra: Any) -> None:
     benchmark.extra_info.update({"bench": bench, "impl": impl, "scale": scale.name, **extra})
-
-
-def _pct(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return math.nan
-    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
-def _latency_info(samples_ns: list[int]) -> dict[str, Any]:
-    us = sorted(s / 1000 for s in samples_ns)
-    return {
-        "samples": len(us),
-        "p50_us": round(_pct(us, 50), 1),
-        "p90_us": round(_pct(us, 90), 1),
-        "p99_us": round(_pct(us, 99), 1),
-        "p999_us": round(_pct(us, 99.9), 1),
-        "max_us": round(us[-1], 1) if us else None,
-    }
 
 
 def dir_bytes(path: str) -> int:
@@ -222,24 +200,6 @@ def seal_active(path: str) -> None:
     segment size and append one event, which seals the segment that was active."""
     with engine.open(path, segment_bytes=4096) as store:
         store.append(SEAL_STREAM, {"sealed": True})
-
-
-def copy_store(src: str, dst: str) -> None:
-    """A copy of a closed store: sealed segments and their indexes hard-linked (a pass
-    never changes a file, it writes new ones and removes the old), the rest copied."""
-    os.makedirs(dst)
-    with open(os.path.join(src, "MANIFEST"), "rb") as f:
-        segments = json.load(f)["segments"]
-    sealed = {f"{sid:020d}.{ext}" for sid in segments[:-1] for ext in ("seg", "sidx")}
-    for name in os.listdir(src):
-        s, d = os.path.join(src, name), os.path.join(dst, name)
-        if name in sealed:
-            try:
-                os.link(s, d)
-                continue
-            except OSError:
-                pass
-        shutil.copy2(s, d)
 
 
 def evict(path: str) -> None:
@@ -524,7 +484,7 @@ class AdoptTimes:
         return {
             "adoptions": len(changed),
             "adopt_hold_max_ms": round(changed[-1] / 1e6, 3) if changed else 0.0,
-            "adopt_hold_p50_ms": round(_pct(changed, 50) / 1e6, 3) if changed else 0.0,
+            "adopt_hold_p50_ms": round(pct(changed, 50) / 1e6, 3) if changed else 0.0,
             "adopt_hold_all_ms": [round(d / 1e6, 2) for d in changed][:50],
             "adopt_catalog_lock_max_ms": ms(self.mu),
             "adopt_unlink_max_ms": ms(self.unlink),
@@ -644,7 +604,7 @@ def test_writer_beside_compactor(
     finally:
         for close in reversed(closers):
             close()
-    lat = _latency_info(durs)
+    lat = latency_info(durs)
     extra: dict[str, Any] = {
         "kind": kind,
         "mode": mode,
@@ -899,7 +859,7 @@ def test_space_under_churn(benchmark: Any, compactor: str, cscale: Scale, bench_
         pass_bytes_out=sum(p["bytes_out"] for p in passes),
         max_pass_bytes_in=max((p["bytes_in"] for p in passes), default=0),
         steady_mean_ratio=round(mean_ratio, 3),
-        steady_p50_ratio=round(_pct(ratios, 50), 3),
+        steady_p50_ratio=round(pct(ratios, 50), 3),
         steady_max_ratio=round(ratios[-1], 3),
         steady_mean_disk_bytes=round(sum(s[1] for s in steady) / len(steady)),
         steady_mean_live_bytes=round(sum(s[2] for s in steady) / len(steady)),

@@ -72,7 +72,9 @@ if BENCH_DIR not in sys.path:  # when run as a script
     sys.path.insert(0, BENCH_DIR)
 
 import session_workload as sw  # noqa: E402
+from conftest import pick_scale  # noqa: E402
 from legacy_writer import LegacyWriter, load_legacy  # noqa: E402
+from percentiles import latency_info, pct  # noqa: E402
 
 import engine  # noqa: E402
 
@@ -129,10 +131,7 @@ _RESULTS: dict[tuple[str, ...], dict[str, Any]] = {}
 @pytest.fixture(scope="module")
 def sscale(request: pytest.FixtureRequest) -> Scale:
     """SEGLOG_BENCH_SCALE=small|full (or bench/conftest.py's --bench-scale when it has one)."""
-    name = request.config.getoption("--bench-scale", default=None) or os.environ.get("SEGLOG_BENCH_SCALE", "small")
-    if name not in SCALES:
-        raise pytest.UsageError(f"SEGLOG_BENCH_SCALE must be one of {sorted(SCALES)}, not {name!r}")
-    return SCALES[name]
+    return pick_scale(request, SCALES)
 
 
 @pytest.fixture(scope="module")
@@ -172,25 +171,9 @@ def _dir_bytes(path: str) -> int:
     return total
 
 
-def _pct(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return math.nan
-    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
 def _latency_info(samples_ns: list[int]) -> dict[str, Any]:
-    us = sorted(s / 1000 for s in samples_ns)
-    return {
-        "samples": len(us),
-        "p50_us": round(_pct(us, 50), 1),
-        "p90_us": round(_pct(us, 90), 1),
-        "p99_us": round(_pct(us, 99), 1),
-        "p999_us": round(_pct(us, 99.9), 1),
-        "max_us": round(us[-1], 1) if us else None,
-        "mean_us": round(sum(us) / len(us), 1) if us else None,
-    }
+    us = [x / 1000 for x in samples_ns]
+    return {**latency_info(samples_ns), "mean_us": round(sum(us) / len(us), 1) if us else None}
 
 
 def _info(benchmark: Any, bench: str, impl: str, scale: Scale, **extra: Any) -> None:
@@ -549,7 +532,7 @@ def test_foreground_seglog(
         "measure_s": round(elapsed, 2),
         "saves_during": saves,
         "save_steps_during": steps,
-        "step_p50_us": round(_pct(step_us, 50), 1) if step_us else None,
+        "step_p50_us": round(pct(step_us, 50), 1) if step_us else None,
         "step_max_us": round(step_us[-1], 1) if step_us else None,
         "gc_passes": [sum(1 for *_, g in gcs.spans if g == gen) for gen in range(3)],
         "gc_max_us": round(gc_us[-1], 1) if gc_us else None,
@@ -568,8 +551,8 @@ def test_foreground_seglog(
     }
     if late:
         lu = sorted(x / 1000 for x in late)
-        extra["wake_late_p50_us"] = round(_pct(lu, 50), 1)
-        extra["wake_late_p99_us"] = round(_pct(lu, 99), 1)
+        extra["wake_late_p50_us"] = round(pct(lu, 50), 1)
+        extra["wake_late_p99_us"] = round(pct(lu, 99), 1)
     control = _RESULTS.get(("foreground", f"seglog_{gap}_no_saver", str(length))) if saver else None
     if control:  # the same recording with no saver, earlier in this run
         for key in ("p50_us", "p99_us", "p999_us", "max_us"):
