@@ -73,11 +73,10 @@ class LogSegment:
         self.writable = writable
         #: Sealed: never written again, so point reads may map it (see ``event``).
         self.sealed = False
-        #: A read-only map of the file's first ``mapped_end`` bytes, or None (then 0).
-        #: A map replaced by a longer one is not closed: a reader may be slicing it,
-        #: and it closes when the last reference goes.
+        #: A read-only map of the file's first ``len(mapped)`` bytes, or None. A map
+        #: replaced by a longer one is not closed: a reader may be slicing it, and it
+        #: closes when the last reference goes.
         self.mapped: mmap.mmap | None = None
-        self.mapped_end = 0
         self._unmappable = False
         self.max_record_bytes = max_record_bytes
         #: offset -> (stream id, first seq, count, flags, event bounds, payload's file offset)
@@ -131,7 +130,6 @@ class LogSegment:
             with contextlib.suppress(BufferError):
                 self.mapped.close()
             self.mapped = None
-            self.mapped_end = 0
         if self._fd >= 0:
             fileio.close(self._fd)
             self._fd = -1
@@ -216,9 +214,9 @@ class LogSegment:
             return self.read(offset).event(i, self.max_record_bytes)
         start = region + bounds[i]
         end = region + bounds[i + 1]
-        # mapped_end before mapped: _map_now stores them in the other order, so
-        # the map read here covers at least the end read here.
-        m = self._map_now(end) if end > self.mapped_end else self.mapped
+        m = self.mapped
+        if m is None or end > len(m):
+            m = self._map_now(end)
         try:
             if m is not None:
                 return _fast_unpack(m[start:end])
@@ -235,8 +233,12 @@ class LogSegment:
         size = self.size
         if self._unmappable or end > size:
             return None
-        if not (self.sealed or (self.writable and size - self.mapped_end >= _REMAP_STEP)):
-            return self.mapped if end <= self.mapped_end else None
+        m = self.mapped  # another thread may have mapped it meanwhile
+        mapped = 0 if m is None else len(m)
+        if end <= mapped:
+            return m
+        if not (self.sealed or (self.writable and size - mapped >= _REMAP_STEP)):
+            return None
         try:
             m = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
         except (OSError, ValueError):
@@ -245,7 +247,7 @@ class LogSegment:
         if hasattr(m, "madvise") and hasattr(mmap, "MADV_RANDOM"):
             with contextlib.suppress(OSError):
                 m.madvise(mmap.MADV_RANDOM)
-        self.mapped, self.mapped_end = m, size
+        self.mapped = m
         return m
 
     def _event_info(self, offset: int) -> tuple[tuple[int, int, int, int, array[int], int], RecordView]:

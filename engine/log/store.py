@@ -246,9 +246,10 @@ class Store(WritePath):
                 i = seq - first
                 if not flags and sid == st.id and 0 <= i < count:
                     end = region + bounds[i + 1]
-                    if end <= seg.mapped_end:  # (read before mapped: see LogSegment.event)
+                    m = seg.mapped
+                    if m is not None and end <= len(m):
                         try:
-                            return _fast_unpack(seg.mapped[region + bounds[i] : end])  # type: ignore[index]
+                            return _fast_unpack(m[region + bounds[i] : end])
                         except Exception:  # event() below says what is wrong
                             pass
             if pending:
